@@ -1,0 +1,393 @@
+"""The rate-card book: which card entry prices a model at an instant, and the exact price.
+
+Resolution is cached because it sits on the request hot path; the arithmetic is exact Decimal.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
+from pathlib import Path
+
+from allotment.errors import ConfigError, PricingError
+from allotment.money import NANOS_PER_DOLLAR, TOKENS_PER_MILLION
+from allotment.pricing.cards import ModelRates, RateCard, Tier, iter_card_files, load_card
+from allotment.types import MAX_TOKENS_PER_FIELD, Price, Usage
+
+TOKEN_CLASSES = ("input", "cache_read", "cache_write", "cache_write_1h", "output")
+COMPONENT_KEYS = (*TOKEN_CLASSES, "per_call")
+
+# Tried only when a provider has no card of its own (LiteLLM and SDK spellings).
+PROVIDER_ALIASES = {
+    "gemini": "google",
+    "vertex_ai": "google",
+    "google_genai": "google",
+    "bedrock_converse": "bedrock",
+    "aws_bedrock": "bedrock",
+    "amazon_bedrock": "bedrock",
+}
+# Bedrock cross-region inference-profile prefixes ("us.anthropic.claude-...").
+_REGION_PREFIX = re.compile(r"^(?:us|us-gov|eu|apac|global|jp|au|ca)\.(?=[a-z0-9-]+\.)")
+_BEDROCK_ARN = re.compile(
+    r"^arn:aws[a-z-]*:bedrock:[^:]*:[^:]*:(?:inference-profile|foundation-model)/(?P<id>.+)$"
+)
+_NANOS = Decimal(NANOS_PER_DOLLAR)
+_CACHE_LIMIT = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The card entry that prices ``model`` of ``provider`` at some instant."""
+
+    card: RateCard
+    rates: ModelRates
+    model: str  # canonical name: the entry's name, or the requested id for a wildcard entry
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+
+@dataclass(frozen=True, slots=True)
+class UnitPrices:
+    """The per-1M prices that apply to one request after tier selection and batch."""
+
+    input: Decimal
+    cache_read: Decimal
+    cache_write: Decimal
+    cache_write_1h: Decimal
+    output: Decimal
+    tier: int | None  # the threshold of the tier in force, None for base prices
+
+
+def unit_prices(rates: ModelRates, total_input_tokens: int) -> UnitPrices:
+    """Apply the tier rule: above a threshold the whole request uses that tier's prices.
+
+    An absent cache price in a tier inherits the base entry's explicit price (LiteLLM's
+    rule); an absent cache price anywhere falls back to the input price in force.
+    """
+    tier: Tier | None = None
+    for candidate in rates.tiers:
+        if total_input_tokens > candidate.above_input_tokens:
+            tier = candidate
+    if tier is None:
+        input_price, output_price = rates.input, rates.output
+        read, write, write_1h = rates.cache_read, rates.cache_write, rates.cache_write_1h
+    else:
+        input_price, output_price = tier.input, tier.output
+        read = tier.cache_read if tier.cache_read is not None else rates.cache_read
+        write = tier.cache_write if tier.cache_write is not None else rates.cache_write
+        write_1h = tier.cache_write_1h if tier.cache_write_1h is not None else rates.cache_write_1h
+    read = input_price if read is None else read
+    write = input_price if write is None else write
+    write_1h = write if write_1h is None else write_1h
+    return UnitPrices(
+        input=input_price,
+        cache_read=read,
+        cache_write=write,
+        cache_write_1h=write_1h,
+        output=output_price,
+        tier=None if tier is None else tier.above_input_tokens,
+    )
+
+
+def _to_nanos(dollars: Decimal) -> int:
+    return int((dollars * _NANOS).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def _is_batch(endpoint_mode: object) -> bool:
+    return str(getattr(endpoint_mode, "value", endpoint_mode)).lower() == "batch"
+
+
+def _instant(at: datetime) -> datetime:
+    # A naive timestamp is taken as UTC, the ledger's convention.
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+class _CardIndex:
+    """One card's models, with every alias glob precompiled into a single regex."""
+
+    def __init__(self, card: RateCard) -> None:
+        self.card = card
+        self.exact: dict[str, ModelRates] = {}
+        patterns: list[tuple[str, ModelRates]] = []
+        for rates in card.models.values():
+            if rates.is_pattern:
+                patterns.append((rates.name, rates))
+            else:
+                self.exact[rates.name] = rates
+            patterns.extend((alias, rates) for alias in rates.aliases)
+        self.pattern_rates = [rates for _, rates in patterns]
+        self.pattern: re.Pattern[str] | None = None
+        if patterns:
+            # One alternation with a named group per glob: the first glob in file order wins.
+            body = "|".join(
+                f"(?P<g{i}>{fnmatch.translate(glob)[4:-3]})" for i, (glob, _) in enumerate(patterns)
+            )
+            self.pattern = re.compile(f"(?:{body})", re.DOTALL)
+
+    def lookup(self, model_id: str) -> ModelRates | None:
+        rates = self.exact.get(model_id)
+        if rates is not None:
+            return rates
+        if self.pattern is not None:
+            match = self.pattern.fullmatch(model_id)
+            if match is not None and match.lastgroup is not None:
+                return self.pattern_rates[int(match.lastgroup[1:])]
+        return None
+
+
+def _candidates(provider: str, model: str) -> list[str]:
+    """The ids tried in order: as given, without ``provider/``, then the Bedrock base id."""
+    ids = [model]
+    if model.startswith(f"{provider}/"):
+        ids.append(model[len(provider) + 1 :])
+    base = ids[-1]
+    arn = _BEDROCK_ARN.match(base)
+    if arn is not None:
+        base = arn.group("id")
+        ids.append(base)
+    stripped = _REGION_PREFIX.sub("", base, count=1)
+    if stripped != base:
+        ids.append(stripped)
+    return list(dict.fromkeys(ids))
+
+
+class RateCardBook:
+    """Every loaded card, grouped by provider, newest first; prices usage exactly."""
+
+    def __init__(self, cards: Iterable[RateCard]) -> None:
+        self.cards: list[RateCard] = list(cards)
+        seen: dict[str, RateCard] = {}
+        for card in self.cards:
+            previous = seen.get(card.version)
+            if previous is not None:
+                raise ConfigError(
+                    f"{card.where}: version {card.version!r} is already used by {previous.where}; "
+                    "every card version must be unique",
+                    code="invalid_rate_card",
+                )
+            seen[card.version] = card
+        self._by_provider: dict[str, list[_CardIndex]] = {}
+        for card in sorted(self.cards, key=lambda c: c.effective_from, reverse=True):
+            self._by_provider.setdefault(card.provider, []).append(_CardIndex(card))
+        self._cache: dict[tuple[str, str], tuple[tuple[datetime, Resolution], ...]] = {}
+
+    # --- loading ---------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, locations: Iterable[Path | str]) -> RateCardBook:
+        """Load every card under ``locations``; parsed books are cached per file set."""
+        files = [file for location in locations for file in iter_card_files(location)]
+        key = tuple(_file_signature(file) for file in files)
+        with _LOAD_LOCK:
+            book = _LOADED.get(key)
+            if book is None:
+                book = cls(load_card(file) for file in files)
+                if len(_LOADED) >= 32:
+                    _LOADED.clear()  # card sets are few; tests create many throwaway ones
+                _LOADED[key] = book
+        return book
+
+    @property
+    def providers(self) -> list[str]:
+        return sorted(self._by_provider)
+
+    # --- resolution ------------------------------------------------------------------
+
+    def _provider(self, provider: str) -> str:
+        name = provider.strip().lower()
+        if name not in self._by_provider:
+            name = PROVIDER_ALIASES.get(name, name)
+        return name
+
+    def _resolutions(self, provider: str, model: str) -> tuple[tuple[datetime, Resolution], ...]:
+        key = (provider, model)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        found: list[tuple[datetime, Resolution]] = []
+        ids = _candidates(provider, model)
+        for index in self._by_provider.get(provider, ()):
+            for model_id in ids:
+                rates = index.lookup(model_id)
+                if rates is not None:
+                    canonical = model_id if rates.is_pattern else rates.name
+                    found.append((index.card.effective_from, Resolution(index.card, rates, canonical)))
+                    break
+        result = tuple(found)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()  # unbounded model ids must not grow memory without limit
+        self._cache[key] = result
+        return result
+
+    def find(self, provider: str, model: str, at: datetime) -> Resolution | None:
+        """The newest card in force at ``at`` that knows ``model``, or ``None``."""
+        name = self._provider(provider)
+        when = _instant(at)
+        for effective_from, resolution in self._resolutions(name, model.strip()):
+            if effective_from <= when:
+                return resolution
+        return None
+
+    def resolve(self, provider: str, model: str, at: datetime) -> Resolution:
+        """Like ``find`` but raises ``PricingError(unpriced_model)`` naming provider and model."""
+        resolution = self.find(provider, model, at)
+        if resolution is None:
+            raise PricingError(
+                f"no rate card prices model {model!r} of provider {provider!r} "
+                f"at {_instant(at).isoformat()}",
+                code="unpriced_model",
+                details={"provider": provider, "model": model},
+            )
+        return resolution
+
+    def entry(self, provider: str, model: str, at: datetime) -> ModelRates:
+        """The card entry (prices, limits) for ``model`` at ``at``; raises when unpriced."""
+        return self.resolve(provider, model, at).rates
+
+    def max_output_tokens(self, provider: str, model: str, at: datetime) -> int | None:
+        resolution = self.find(provider, model, at)
+        return None if resolution is None else resolution.rates.max_output_tokens
+
+    # --- pricing ---------------------------------------------------------------------
+
+    def price(
+        self,
+        provider: str,
+        model: str,
+        usage: Usage,
+        at: datetime,
+        endpoint_mode: str = "sync",
+    ) -> Price:
+        """The exact price of ``usage``: one Decimal sum, rounded half-even to nanos once."""
+        resolution = self.resolve(provider, model, at)
+        return price_with(resolution, usage, endpoint_mode)
+
+    def worst_case(
+        self,
+        provider: str,
+        model: str,
+        at: datetime,
+        input_tokens: int,
+        max_output_tokens: int | None,
+        endpoint_mode: str = "sync",
+    ) -> Price:
+        """The most a request can cost: all input as fresh input, and every output token.
+
+        Without ``max_output_tokens`` the entry's ``max_output_tokens`` is used, then the
+        room left in its ``context_window``; with neither, the model cannot be bounded.
+        """
+        resolution = self.resolve(provider, model, at)
+        output = max_output_tokens
+        if output is None:
+            output = resolution.rates.max_output_tokens
+        if output is None and resolution.rates.context_window is not None:
+            output = max(resolution.rates.context_window - input_tokens, 0)
+        if output is None:
+            raise PricingError(
+                f"cannot bound the output of {provider}/{model}: the request has no max tokens "
+                "and the rate card gives no max_output_tokens or context_window",
+                code="unbounded_output",
+                details={"provider": provider, "model": model},
+            )
+        usage = Usage(input_tokens=input_tokens, output_tokens=min(output, MAX_TOKENS_PER_FIELD))
+        return price_with(resolution, usage, endpoint_mode)
+
+    def max_affordable_output_tokens(
+        self,
+        provider: str,
+        model: str,
+        at: datetime,
+        input_tokens: int,
+        budget_nanos: int,
+        endpoint_mode: str = "sync",
+    ) -> int:
+        """The largest output count whose exact price (with ``input_tokens`` fresh) fits the budget.
+
+        The tier is the one the input puts the request in. The result is capped at the
+        entry's ``max_output_tokens`` (or the token ceiling); 0 if the input alone does not fit.
+        """
+        rates = self.entry(provider, model, at)
+        prices = unit_prices(rates, input_tokens)
+        multiplier = rates.batch if _is_batch(endpoint_mode) else Decimal(1)
+        cap = rates.max_output_tokens if rates.max_output_tokens is not None else MAX_TOKENS_PER_FIELD
+        with localcontext() as ctx:
+            ctx.prec = 60
+            # Compare in nano-dollars x 1M tokens: exact cost <= budget implies rounded <= budget.
+            budget = Decimal(budget_nanos) * TOKENS_PER_MILLION
+            input_cost = Decimal(input_tokens) * prices.input * multiplier * _NANOS
+            if input_cost > budget:
+                return 0
+            per_output_token = prices.output * multiplier * _NANOS
+            if per_output_token == 0:
+                return cap
+            affordable = (budget - input_cost) / per_output_token
+            return min(int(affordable.to_integral_value(ROUND_FLOOR)), cap)
+
+
+def exact_costs(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") -> dict[str, Decimal]:
+    """Unrounded USD per component ("input", ..., "per_call") for ``usage`` priced by ``rates``."""
+    prices = unit_prices(rates, usage.total_input_tokens)
+    multiplier = rates.batch if _is_batch(endpoint_mode) else Decimal(1)
+    with localcontext() as ctx:
+        ctx.prec = 60  # products of 9-digit counts and 17-digit imported prices stay exact
+        exact = {
+            "input": Decimal(usage.input_tokens) * prices.input,
+            "cache_read": Decimal(usage.cache_read_tokens) * prices.cache_read,
+            "cache_write": Decimal(usage.cache_write_tokens) * prices.cache_write,
+            "cache_write_1h": Decimal(usage.cache_write_1h_tokens) * prices.cache_write_1h,
+            "output": Decimal(usage.output_tokens) * prices.output,
+        }
+        for name in TOKEN_CLASSES:
+            exact[name] = exact[name] * multiplier / TOKENS_PER_MILLION
+        # Per-call fees are flat USD per call; the batch multiplier is for token prices only.
+        exact["per_call"] = Decimal(usage.tool_calls) * rates.per_call.get(
+            "tool_call", Decimal(0)
+        ) + Decimal(usage.search_calls) * rates.per_call.get("search_call", Decimal(0))
+    return exact
+
+
+def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync") -> Price:
+    """Price ``usage`` with an already-resolved entry (see ``RateCardBook.price``)."""
+    exact = exact_costs(resolution.rates, usage, endpoint_mode)
+    with localcontext() as ctx:
+        ctx.prec = 60
+        total = sum(exact.values(), Decimal(0))
+        amount = _to_nanos(total)
+        # Informational: each class rounded on its own, so their sum may differ by a nano.
+        components = {name: _to_nanos(value) for name, value in exact.items()}
+    return Price(
+        amount_nanos=amount,
+        card_version=resolution.card.version,
+        provider=resolution.card.provider,
+        model=resolution.model,
+        components=components,
+        flags=("deprecated_model",) if resolution.rates.deprecated else (),
+    )
+
+
+def _file_signature(file: Path) -> tuple[str, int, int]:
+    stat = file.stat()
+    return (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+_LOAD_LOCK = threading.Lock()
+_LOADED: dict[tuple[tuple[str, int, int], ...], RateCardBook] = {}
+
+
+__all__: Sequence[str] = (
+    "COMPONENT_KEYS",
+    "PROVIDER_ALIASES",
+    "RateCardBook",
+    "Resolution",
+    "UnitPrices",
+    "exact_costs",
+    "price_with",
+    "unit_prices",
+)
