@@ -194,9 +194,27 @@ class RateCardBook:
                 _LOADED[key] = book
         return book
 
-    @property
     def providers(self) -> list[str]:
+        """Every provider with at least one card, sorted."""
         return sorted(self._by_provider)
+
+    def models(self, at: datetime) -> list[tuple[str, str]]:
+        """(provider, entry name) for every entry in force at ``at`` (newest card per name)."""
+        when = _instant(at)
+        found: set[tuple[str, str]] = set()
+        for provider, indexes in self._by_provider.items():
+            for index in indexes:
+                if index.card.effective_from <= when:
+                    found.update((provider, name) for name in index.card.models)
+        return sorted(found)
+
+    def provider_for(self, model: str, at: datetime) -> str | None:
+        """The provider whose cards name a bare model id (wildcard entries never claim one)."""
+        for provider in self.providers():
+            resolution = self.find(provider, model, at)
+            if resolution is not None and not resolution.rates.is_pattern:
+                return provider
+        return None
 
     # --- resolution ------------------------------------------------------------------
 

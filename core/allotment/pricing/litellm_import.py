@@ -147,8 +147,8 @@ def _tiers(entry: Mapping[str, Any], base: dict[str, Decimal | None]) -> list[di
         price = _decimal(value)
         if match is None or price is None:
             continue
-        threshold = Decimal(match["n"]) * (1000 if match["k"] else 1)
-        by_threshold.setdefault(int(threshold), {})[_TIER_FIELDS[match["kind"]]] = price
+        threshold = int(Decimal(match["n"]) * (1000 if match["k"] else 1))
+        by_threshold.setdefault(threshold, {})[_TIER_FIELDS[match["kind"]]] = price
     tiers: list[dict[str, Any]] = []
     carried = dict(base)
     for threshold in sorted(by_threshold):
