@@ -349,7 +349,5 @@ def parse_usage(provider_shape: str, data: Any, *, estimated: bool = False) -> U
     """Normalise ``data`` given its shape name (see ``PARSERS``); unknown shapes are errors."""
     parser = PARSERS.get(provider_shape.strip().lower())
     if parser is None:
-        raise _bad(
-            f"unknown usage shape {provider_shape!r} (known: {', '.join(sorted(PARSERS))})"
-        )
+        raise _bad(f"unknown usage shape {provider_shape!r} (known: {', '.join(sorted(PARSERS))})")
     return parser(data, estimated=estimated)

@@ -236,7 +236,9 @@ class RateCardBook:
                 rates = index.lookup(model_id)
                 if rates is not None:
                     canonical = model_id if rates.is_pattern else rates.name
-                    found.append((index.card.effective_from, Resolution(index.card, rates, canonical)))
+                    found.append(
+                        (index.card.effective_from, Resolution(index.card, rates, canonical))
+                    )
                     break
         result = tuple(found)
         if len(self._cache) >= _CACHE_LIMIT:
@@ -334,7 +336,9 @@ class RateCardBook:
         rates = self.entry(provider, model, at)
         prices = unit_prices(rates, input_tokens)
         multiplier = rates.batch if _is_batch(endpoint_mode) else Decimal(1)
-        cap = rates.max_output_tokens if rates.max_output_tokens is not None else MAX_TOKENS_PER_FIELD
+        cap = (
+            rates.max_output_tokens if rates.max_output_tokens is not None else MAX_TOKENS_PER_FIELD
+        )
         with localcontext() as ctx:
             ctx.prec = 60
             # Compare in nano-dollars x 1M tokens: exact cost <= budget implies rounded <= budget.

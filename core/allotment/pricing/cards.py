@@ -26,9 +26,7 @@ PER_CALL_KINDS = ("tool_call", "search_call")
 GLOB_CHARS = frozenset("*?[")
 
 _PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_TOP_KEYS = frozenset(
-    {"provider", "version", "effective_from", "source", "models", "notes"}
-)
+_TOP_KEYS = frozenset({"provider", "version", "effective_from", "source", "models", "notes"})
 _REQUIRED_TOP = ("provider", "version", "effective_from", "models")
 _PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 _MODEL_KEYS = frozenset(
@@ -283,7 +281,9 @@ def parse_card(text: str, path: str = "<memory>") -> RateCard:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}{line}: not valid YAML: {problem}", code="invalid_rate_card") from None
+        raise ConfigError(
+            f"{path}{line}: not valid YAML: {problem}", code="invalid_rate_card"
+        ) from None
     if root is None:
         raise _invalid(f"{path}:1", "the file is empty")
     top: dict[str, tuple[yaml.Node, yaml.Node]] = {}
@@ -331,7 +331,9 @@ def load_card(path: Path | str) -> RateCard:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{file}: cannot read rate card: {exc.strerror}", code="invalid_rate_card") from None
+        raise ConfigError(
+            f"{file}: cannot read rate card: {exc.strerror}", code="invalid_rate_card"
+        ) from None
     return parse_card(text, str(file))
 
 

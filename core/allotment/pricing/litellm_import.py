@@ -1,6 +1,6 @@
 """Generate rate cards from the price map bundled inside the installed ``litellm`` package.
 
-Reads the JSON file directly (litellm is never imported, the network is never used) with exact Decimals.
+Reads the JSON file itself with exact Decimals: litellm is never imported, the network never used.
 """
 
 from __future__ import annotations
@@ -247,16 +247,22 @@ def convert_entry(
     fee = _search_fee(entry)
     if fee:
         result["per_call"] = {"search_call": fee}
-    for key, target in (("max_output_tokens", "max_output_tokens"), ("max_input_tokens", "context_window")):
+    for key, target in (
+        ("max_output_tokens", "max_output_tokens"),
+        ("max_input_tokens", "context_window"),
+    ):
         value = entry.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             result[target] = value
     if isinstance(mode, str):
         result["mode"] = mode
     deprecation = entry.get("deprecation_date")
-    if isinstance(deprecation, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", deprecation):
-        if date.fromisoformat(deprecation) <= effective_from:
-            result["deprecated"] = True
+    if (
+        isinstance(deprecation, str)
+        and re.fullmatch(r"\d{4}-\d{2}-\d{2}", deprecation)
+        and date.fromisoformat(deprecation) <= effective_from
+    ):
+        result["deprecated"] = True
     return model, result, None
 
 
