@@ -1,0 +1,546 @@
+"""The ledger's hot path in raw DBAPI SQL: wallets, reservations, settlement, passive records.
+
+Every limit is evaluated inside one conditional UPDATE; nothing reads and then writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from allotment.db.executor import Executor
+from allotment.errors import InvalidRequest, NotFound
+from allotment.types import Wallet
+
+GENERATION_KEY = "generation"
+
+
+class BudgetRefused(Exception):
+    """A wallet could not hold the amount; carries the wallet id that refused."""
+
+    def __init__(self, wallet_id: int) -> None:
+        super().__init__(wallet_id)
+        self.wallet_id = wallet_id
+
+
+class StaleDirectory(Exception):
+    """Config or keys changed since the caller's snapshot; reload and try again."""
+
+
+class DuplicateRequest(Exception):
+    """A reservation already exists for this request id."""
+
+
+@dataclass(frozen=True, slots=True)
+class WalletSpec:
+    scope: str
+    scope_id: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    limit_nanos: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationState:
+    id: str
+    request_id: str
+    state: str
+    amount_nanos: int
+    wallet_ids: tuple[int, ...]
+    created_at: datetime
+    expires_at: datetime
+    context: dict[str, Any]
+
+
+EVENT_COLUMNS = (
+    "request_id",
+    "kind",
+    "ts",
+    "person_id",
+    "team_id",
+    "key_id",
+    "cost_center",
+    "provider",
+    "model",
+    "endpoint_mode",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "tool_calls",
+    "search_calls",
+    "estimated",
+    "cost_nanos",
+    "estimate_nanos",
+    "external_cost_nanos",
+    "card_version",
+    "outcome",
+    "enforced",
+    "labels",
+    "trace_id",
+    "retry_of",
+    "end_user",
+    "reservation_id",
+    "flags",
+)
+WALLET_COLUMNS = (
+    "id, scope, scope_id, period, period_start, period_end, limit_nanos, spent_nanos, "
+    "reserved_nanos"
+)
+TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def parse_ts(value: Any) -> datetime:
+    """A stored timestamp as an aware UTC datetime (SQLite keeps text, PostgreSQL timestamptz)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value)
+    if "+" in text[10:]:
+        text = text[: text.rindex("+")]
+    parsed = datetime.strptime(text, TS_FORMAT if "." in text else "%Y-%m-%d %H:%M:%S")
+    return parsed.replace(tzinfo=UTC)
+
+
+def _hash_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime(TS_FORMAT)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def row_hash(values: dict[str, Any]) -> str:
+    """Content hash of a row: canonical JSON of its columns (id excluded)."""
+    canonical = orjson.dumps(
+        {k: _hash_value(v) for k, v in values.items()}, option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def entry_hash(event_hash: str, wallet_id: int, amount_nanos: int, ts: datetime) -> str:
+    return row_hash(
+        {"event_hash": event_hash, "wallet_id": wallet_id, "amount_nanos": amount_nanos, "ts": ts}
+    )
+
+
+class Ledger:
+    """SQL for the ledger, shared by SQLite and PostgreSQL (placeholders differ)."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.dialect = executor.dialect
+        self._sqlite = executor.dialect == "sqlite"
+        p = executor.placeholder
+        self._p = p
+
+        def q(sql: str) -> str:
+            return sql.replace("?", p)
+
+        self._q = q
+        cols = ", ".join(EVENT_COLUMNS) + ", row_hash"
+        marks = ", ".join("?" for _ in range(len(EVENT_COLUMNS) + 1))
+        self.sql_reserve_wallet = q(
+            "UPDATE wallets SET reserved_nanos = reserved_nanos + ? "
+            "WHERE id = ? AND limit_nanos - spent_nanos - reserved_nanos >= ?"
+        )
+        self.sql_insert_reservation = q(
+            "INSERT INTO reservations (id, request_id, state, amount_nanos, wallet_ids, "
+            "created_at, expires_at, context) VALUES (?, ?, 'open', ?, ?, ?, ?, ?)"
+        )
+        self.sql_generation = q("SELECT value FROM meta WHERE key = ?")
+        self.sql_claim = q(
+            "UPDATE reservations SET state = ? WHERE request_id = ? AND state = 'open'"
+        )
+        self.sql_reservation = q(
+            "SELECT id, request_id, state, amount_nanos, wallet_ids, created_at, expires_at, "
+            "context FROM reservations WHERE request_id = ?"
+        )
+        self.sql_settle_wallet = q(
+            "UPDATE wallets SET reserved_nanos = reserved_nanos - ?, "
+            "spent_nanos = spent_nanos + ? WHERE id = ? "
+            "RETURNING spent_nanos, limit_nanos"
+        )
+        self.sql_insert_event = q(
+            f"INSERT INTO usage_events ({cols}) VALUES ({marks}) RETURNING id"
+        )
+        self.sql_insert_entry = q(
+            "INSERT INTO ledger_entries (event_id, wallet_id, amount_nanos, ts, row_hash) "
+            "VALUES (?, ?, ?, ?, ?)"
+        )
+        self.sql_event_by_request = q(
+            f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM usage_events "
+            "WHERE request_id = ? AND kind = 'usage'"
+        )
+        self.sql_outbox = q(
+            "INSERT INTO outbox (hook, payload, dedup_key, created_at, done) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING"
+        )
+        self.sql_extend = q(
+            "UPDATE reservations SET expires_at = ? WHERE request_id = ? AND state = 'open'"
+        )
+
+    # -- values ------------------------------------------------------------------------
+    def ts(self, value: datetime) -> Any:
+        """A naive-UTC datetime as the driver wants it (text for SQLite)."""
+        value = value.astimezone(UTC)
+        return value.strftime(TS_FORMAT) if self._sqlite else value
+
+    @staticmethod
+    def parse_ts(value: Any) -> datetime:
+        return parse_ts(value)
+
+    def _bool(self, value: bool) -> Any:
+        return int(value) if self._sqlite else value
+
+    # -- wallets -----------------------------------------------------------------------
+    def ensure_wallets(self, specs: Sequence[WalletSpec]) -> list[int]:
+        """Create missing wallets for the period (limits updated in place); return their ids."""
+        q = self._q
+
+        def op(conn: Any) -> list[int]:
+            ids: list[int] = []
+            for spec in specs:
+                cur = conn.execute(
+                    q(
+                        "INSERT INTO wallets (scope, scope_id, period, period_start, "
+                        "period_end, limit_nanos, spent_nanos, reserved_nanos) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 0, 0) "
+                        "ON CONFLICT (scope, scope_id, period) "
+                        "DO UPDATE SET limit_nanos = excluded.limit_nanos "
+                        "RETURNING id"
+                    ),
+                    (
+                        spec.scope,
+                        spec.scope_id,
+                        spec.period,
+                        self.ts(spec.period_start),
+                        self.ts(spec.period_end),
+                        spec.limit_nanos,
+                    ),
+                )
+                ids.append(int(cur.fetchone()[0]))
+            return ids
+
+        return self.executor.run(op)
+
+    def wallet(self, wallet_id: int) -> Wallet | None:
+        rows = self.wallets_by_ids([wallet_id])
+        return rows[0] if rows else None
+
+    def wallets_by_ids(self, ids: Sequence[int]) -> list[Wallet]:
+        if not ids:
+            return []
+        marks = ", ".join("?" for _ in ids)
+        sql = self._q(f"SELECT {WALLET_COLUMNS} FROM wallets WHERE id IN ({marks}) ORDER BY id")
+
+        def op(conn: Any) -> list[Wallet]:
+            return [self._wallet(row) for row in conn.execute(sql, tuple(ids)).fetchall()]
+
+        return self.executor.read(op)
+
+    def all_wallets(self, period: str | None = None) -> list[Wallet]:
+        sql = f"SELECT {WALLET_COLUMNS} FROM wallets"
+        params: tuple[Any, ...] = ()
+        if period is not None:
+            sql += " WHERE period = ?"
+            params = (period,)
+        sql += " ORDER BY period, scope, scope_id"
+
+        def op(conn: Any) -> list[Wallet]:
+            return [self._wallet(row) for row in conn.execute(self._q(sql), params).fetchall()]
+
+        return self.executor.read(op)
+
+    def _wallet(self, row: Sequence[Any]) -> Wallet:
+        return Wallet(
+            id=int(row[0]),
+            scope=row[1],
+            scope_id=row[2],
+            period=row[3],
+            limit_nanos=int(row[6]),
+            spent_nanos=int(row[7]),
+            reserved_nanos=int(row[8]),
+            period_start=self.parse_ts(row[4]),
+            period_end=self.parse_ts(row[5]),
+        )
+
+    # -- reservations ------------------------------------------------------------------
+    def reserve(
+        self,
+        *,
+        reservation_id: str,
+        request_id: str,
+        wallet_ids: Sequence[int],
+        amount_nanos: int,
+        created_at: datetime,
+        expires_at: datetime,
+        context: dict[str, Any],
+        generation: str | None,
+    ) -> None:
+        """Hold ``amount_nanos`` on every wallet or none; raise ``BudgetRefused`` otherwise."""
+        if amount_nanos < 0:
+            raise InvalidRequest("a reservation cannot be negative")
+        ordered = sorted(set(wallet_ids))
+        wallet_text = ",".join(str(w) for w in ordered)
+        context_json = orjson.dumps(context).decode()
+        created = self.ts(created_at)
+        expires = self.ts(expires_at)
+
+        def op(conn: Any) -> None:
+            if generation is not None:
+                row = conn.execute(self.sql_generation, (GENERATION_KEY,)).fetchone()
+                if row is not None and row[0] != generation:
+                    raise StaleDirectory()
+            for wallet_id in ordered:
+                cur = conn.execute(self.sql_reserve_wallet, (amount_nanos, wallet_id, amount_nanos))
+                if cur.rowcount != 1:
+                    raise BudgetRefused(wallet_id)
+            try:
+                conn.execute(
+                    self.sql_insert_reservation,
+                    (
+                        reservation_id,
+                        request_id,
+                        amount_nanos,
+                        wallet_text,
+                        created,
+                        expires,
+                        context_json,
+                    ),
+                )
+            except Exception as exc:
+                if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
+                    raise DuplicateRequest(request_id) from exc
+                raise
+
+        self.executor.run(op)
+
+    def reservation(self, request_id: str) -> ReservationState | None:
+        def op(conn: Any) -> ReservationState | None:
+            row = conn.execute(self.sql_reservation, (request_id,)).fetchone()
+            return None if row is None else self._reservation(row)
+
+        return self.executor.read(op)
+
+    def _reservation(self, row: Sequence[Any]) -> ReservationState:
+        wallets = tuple(int(w) for w in str(row[4]).split(",") if w)
+        return ReservationState(
+            id=row[0],
+            request_id=row[1],
+            state=row[2],
+            amount_nanos=int(row[3]),
+            wallet_ids=wallets,
+            created_at=self.parse_ts(row[5]),
+            expires_at=self.parse_ts(row[6]),
+            context=orjson.loads(row[7]),
+        )
+
+    def extend(self, request_id: str, expires_at: datetime) -> bool:
+        def op(conn: Any) -> bool:
+            cur = conn.execute(self.sql_extend, (self.ts(expires_at), request_id))
+            return bool(cur.rowcount == 1)
+
+        return self.executor.run(op)
+
+    # -- settlement --------------------------------------------------------------------
+    def settle(
+        self,
+        request_id: str,
+        event: dict[str, Any],
+        thresholds: Sequence[Decimal],
+        *,
+        state: str = "settled",
+    ) -> tuple[int, bool, dict[str, Any]]:
+        """Charge ``event['cost_nanos']`` and release the hold, once.
+
+        Returns (event id, created, stored event columns). A second settle of the same
+        request returns the first event and changes nothing. A reservation that already
+        expired is charged without releasing again (a late settle), flagged ``late``.
+        """
+
+        def op(conn: Any) -> tuple[int, bool, dict[str, Any]]:
+            existing = conn.execute(self.sql_event_by_request, (request_id,)).fetchone()
+            if existing is not None:
+                return int(existing[0]), False, self._event_columns(existing)
+            row = conn.execute(self.sql_reservation, (request_id,)).fetchone()
+            if row is None:
+                raise NotFound(
+                    f"no reservation for request {request_id!r}", code="unknown_request"
+                )
+            reservation = self._reservation(row)
+            values = dict(event)
+            values["reservation_id"] = reservation.id
+            release = reservation.amount_nanos
+            if reservation.state == "open":
+                conn.execute(self.sql_claim, (state, request_id))
+            else:
+                # expired (or released): the hold is gone; charge only what was used.
+                release = 0
+                values["flags"] = _add_flag(values.get("flags", ""), "late_settle")
+            return self._append_event(conn, values, reservation.wallet_ids, release, thresholds)
+
+        return self.executor.run(op)
+
+    def record(
+        self, event: dict[str, Any], wallet_ids: Sequence[int], thresholds: Sequence[Decimal]
+    ) -> tuple[int, bool, dict[str, Any]]:
+        """Append a passive event (no reservation) and charge its wallets; idempotent."""
+
+        def op(conn: Any) -> tuple[int, bool, dict[str, Any]]:
+            existing = conn.execute(self.sql_event_by_request, (event["request_id"],)).fetchone()
+            if existing is not None:
+                return int(existing[0]), False, self._event_columns(existing)
+            return self._append_event(conn, dict(event), sorted(set(wallet_ids)), 0, thresholds)
+
+        return self.executor.run(op)
+
+    def _append_event(
+        self,
+        conn: Any,
+        values: dict[str, Any],
+        wallet_ids: Sequence[int],
+        release_nanos: int,
+        thresholds: Sequence[Decimal],
+    ) -> tuple[int, bool, dict[str, Any]]:
+        cost = int(values["cost_nanos"])
+        over: list[int] = []
+        crossings: list[tuple[int, Decimal]] = []
+        for wallet_id in wallet_ids:
+            spent, limit = conn.execute(
+                self.sql_settle_wallet, (release_nanos, cost, wallet_id)
+            ).fetchone()
+            spent, limit = int(spent), int(limit)
+            if spent > limit:
+                over.append(wallet_id)
+            before = spent - cost
+            for fraction in thresholds:
+                mark = fraction * limit
+                if limit > 0 and before < mark <= spent:
+                    crossings.append((wallet_id, fraction))
+        if over:
+            values["flags"] = _add_flag(values.get("flags", ""), "over_limit")
+        stored = self._normalise_event(values)
+        digest = row_hash(stored)
+        params = [self._db_value(name, stored[name]) for name in EVENT_COLUMNS]
+        params.append(digest)
+        event_id = int(conn.execute(self.sql_insert_event, params).fetchone()[0])
+        ts_db = self.ts(stored["ts"])
+        for wallet_id in wallet_ids:
+            conn.execute(
+                self.sql_insert_entry,
+                (event_id, wallet_id, cost, ts_db, entry_hash(digest, wallet_id, cost, stored["ts"])),
+            )
+        created = self.ts(stored["ts"])
+        for wallet_id, fraction in crossings:
+            payload = orjson.dumps({"wallet_id": wallet_id, "fraction": str(fraction)}).decode()
+            conn.execute(
+                self.sql_outbox,
+                (
+                    "budget_threshold",
+                    payload,
+                    f"budget_threshold:{wallet_id}:{fraction}",
+                    created,
+                    self._bool(False),
+                ),
+            )
+        return event_id, True, stored
+
+    def _normalise_event(self, values: dict[str, Any]) -> dict[str, Any]:
+        stored = {name: values.get(name) for name in EVENT_COLUMNS}
+        for name in (
+            "input_tokens",
+            "cache_read_tokens",
+            "cache_write_tokens",
+            "cache_write_1h_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "tool_calls",
+            "search_calls",
+            "cost_nanos",
+            "estimate_nanos",
+        ):
+            stored[name] = int(stored[name] or 0)
+        stored["estimated"] = bool(stored["estimated"])
+        stored["enforced"] = bool(stored["enforced"])
+        stored["flags"] = stored["flags"] or ""
+        if not isinstance(stored["labels"], str):
+            stored["labels"] = orjson.dumps(stored["labels"] or {}, option=orjson.OPT_SORT_KEYS).decode()
+        return stored
+
+    def _db_value(self, name: str, value: Any) -> Any:
+        if name == "ts":
+            return self.ts(value)
+        if name in ("estimated", "enforced"):
+            return self._bool(value)
+        return value
+
+    def _event_columns(self, row: Sequence[Any]) -> dict[str, Any]:
+        stored = dict(zip(EVENT_COLUMNS, row[1:], strict=True))
+        stored["ts"] = self.parse_ts(stored["ts"])
+        stored["estimated"] = bool(stored["estimated"])
+        stored["enforced"] = bool(stored["enforced"])
+        return stored
+
+    def event(self, request_id: str) -> tuple[int, dict[str, Any]] | None:
+        def op(conn: Any) -> tuple[int, dict[str, Any]] | None:
+            row = conn.execute(self.sql_event_by_request, (request_id,)).fetchone()
+            return None if row is None else (int(row[0]), self._event_columns(row))
+
+        return self.executor.read(op)
+
+    # -- expiry ------------------------------------------------------------------------
+    def expire(self, now: datetime, limit: int = 1000) -> int:
+        """Release every open reservation past its TTL; returns how many were expired."""
+        q = self._q
+
+        def op(conn: Any) -> int:
+            rows = conn.execute(
+                q(
+                    "SELECT request_id, amount_nanos, wallet_ids FROM reservations "
+                    "WHERE state = 'open' AND expires_at < ? ORDER BY expires_at LIMIT ?"
+                ),
+                (self.ts(now), limit),
+            ).fetchall()
+            count = 0
+            for request_id, amount, wallet_text in rows:
+                cur = conn.execute(
+                    q("UPDATE reservations SET state = 'expired' WHERE request_id = ? AND state = 'open'"),
+                    (request_id,),
+                )
+                if cur.rowcount != 1:
+                    continue
+                for wallet_id in sorted(int(w) for w in str(wallet_text).split(",") if w):
+                    conn.execute(
+                        q("UPDATE wallets SET reserved_nanos = reserved_nanos - ? WHERE id = ?"),
+                        (int(amount), wallet_id),
+                    )
+                count += 1
+            return count
+
+        return self.executor.run(op)
+
+    # -- generation --------------------------------------------------------------------
+    def generation(self) -> str:
+        def op(conn: Any) -> str:
+            row = conn.execute(self.sql_generation, (GENERATION_KEY,)).fetchone()
+            return "0" if row is None else str(row[0])
+
+        return self.executor.read(op)
+
+
+def _add_flag(flags: str, flag: str) -> str:
+    parts = [f for f in flags.split(",") if f]
+    if flag not in parts:
+        parts.append(flag)
+    return ",".join(parts)

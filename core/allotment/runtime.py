@@ -1,0 +1,440 @@
+"""The runtime behind the narrow waist: ``admit`` before a provider call, ``settle`` after it.
+
+Adapters hold one ``Runtime``; it owns the ledger, the plugin manager and the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from allotment.admin import Admin
+from allotment.codec import intent_from_dict, principal_from_dict
+from allotment.config import AllotmentConfig, load_config_file
+from allotment.db.executor import Executor, create_executor
+from allotment.db.ledger import Ledger, StaleDirectory
+from allotment.db.migrate import create_sa_engine, upgrade
+from allotment.directory import Directory, load_directory
+from allotment.errors import Denied, LedgerUnavailable, NotFound
+from allotment.money import TOKENS_PER_MILLION, dollars_to_nanos
+from allotment.plugins import Hooks, create_plugin_manager
+from allotment.settings import Settings, get_settings
+from allotment.types import (
+    Admission,
+    CallIntent,
+    Outcome,
+    Price,
+    Principal,
+    Reservation,
+    Usage,
+    UsageEvent,
+)
+
+if TYPE_CHECKING:
+    from allotment.pricing.book import RateCardBook
+
+_ADMISSION_CACHE_SIZE = 100_000
+_FALLBACK_VERSION = "fallback-price"
+_UNPRICED_VERSION = "unpriced"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    """One process's view of allotment: open it once, share it across threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        executor: Executor,
+        *,
+        plugins: Iterable[tuple[str, object]] = (),
+        load_entrypoints: bool = True,
+    ) -> None:
+        from allotment.defaults import default_plugins
+
+        self.settings = settings
+        self.executor = executor
+        self.ledger = Ledger(executor)
+        self.engine = create_sa_engine(settings.database_url)
+        self.write_engine = create_sa_engine(settings.database_url, write=True)
+        self.admin = Admin(self.write_engine, self.ledger)
+        self.directory: Directory = load_directory(self.engine)
+        self._directory_lock = threading.Lock()
+        self._admissions: OrderedDict[str, tuple[Reservation, CallIntent, Principal]] = OrderedDict()
+        self._admissions_lock = threading.Lock()
+        self.pm: pluggy.PluginManager = create_plugin_manager(
+            default_plugins(self), load_entrypoints=load_entrypoints, extra=plugins
+        )
+        self.hooks = Hooks(self.pm)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        plugins: Iterable[tuple[str, object]] = (),
+        load_entrypoints: bool = True,
+        migrate: bool = True,
+        config_file: str | Path | None = None,
+    ) -> Runtime:
+        """Open the database named by the settings (migrating it) and build the plugins."""
+        settings = settings or get_settings()
+        if migrate:
+            try:
+                upgrade(settings.database_url)
+            except Exception as exc:
+                raise LedgerUnavailable(f"cannot migrate the database: {exc}") from exc
+        executor = create_executor(
+            settings.database_url,
+            synchronous=settings.sqlite_synchronous,
+            pool_size=settings.pg_pool_size,
+        )
+        runtime = cls(settings, executor, plugins=plugins, load_entrypoints=load_entrypoints)
+        path = config_file or settings.config
+        if path is not None:
+            runtime.apply_config_file(path)
+        return runtime
+
+    def close(self) -> None:
+        self.executor.close()
+        self.engine.dispose()
+        self.write_engine.dispose()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- directory and config ----------------------------------------------------------
+    @property
+    def config(self) -> AllotmentConfig | None:
+        return self.directory.config
+
+    def refresh_directory(self) -> Directory:
+        with self._directory_lock:
+            self.directory = load_directory(self.engine)
+        return self.directory
+
+    def apply_config_text(self, document: str, source: str = "<config>") -> AllotmentConfig:
+        config = self.admin.apply_text(document, source)
+        self.refresh_directory()
+        return config
+
+    def apply_config_file(self, path: str | Path) -> AllotmentConfig:
+        _, document = load_config_file(path)
+        return self.apply_config_text(document, str(path))
+
+    @property
+    def thresholds(self) -> list[Decimal]:
+        config = self.directory.config
+        return list(config.alerts.thresholds) if config else []
+
+    @property
+    def reservation_ttl_seconds(self) -> int:
+        config = self.directory.config
+        if config is not None and config.policy.reservation_ttl_seconds:
+            return config.policy.reservation_ttl_seconds
+        return self.settings.reservation_ttl_seconds
+
+    @property
+    def rate_book(self) -> RateCardBook:
+        from allotment.defaults.pricing import RateCardPricer
+
+        for plugin in self.pm.get_plugins():
+            if isinstance(plugin, RateCardPricer):
+                return plugin.book
+        raise LedgerUnavailable("the rate-card pricer is disabled")
+
+    # -- the waist ---------------------------------------------------------------------
+    def authenticate(self, credential: str | None, context: dict[str, Any] | None = None) -> Principal:
+        if not credential:
+            raise Denied(401, "invalid_api_key", "missing API key (Authorization: Bearer ...)")
+        principal = self.hooks.authenticate(credential, context or {})
+        if principal is None and self.ledger.generation() != self.directory.generation:
+            # a key issued since our snapshot: reload once and look again
+            self.refresh_directory()
+            principal = self.hooks.authenticate(credential, context or {})
+        if principal is None:
+            raise Denied(401, "invalid_api_key", "invalid, revoked or unknown API key")
+        return principal
+
+    def merge_labels(self, principal: Principal | None, labels: dict[str, str]) -> dict[str, str]:
+        """Key defaults, then schema defaults, then the request's own labels (which win)."""
+        merged: dict[str, str] = {}
+        config = self.directory.config
+        if config is not None:
+            for key, schema in config.labels.items():
+                if schema.default is not None:
+                    merged[key] = schema.default
+        if principal is not None:
+            merged.update(principal.default_labels)
+        merged.update({k.lower(): v for k, v in labels.items()})
+        return merged
+
+    def admit(self, intent: CallIntent) -> Admission:
+        """Authenticate, check policy, price the worst case and reserve it on every wallet.
+
+        Raises ``Denied`` (401/403/400/402) and reserves nothing when refused.
+        """
+        for _ in range(3):
+            try:
+                return self._admit_once(intent)
+            except StaleDirectory:
+                self.refresh_directory()
+        raise LedgerUnavailable("the directory kept changing during admission; try again")
+
+    async def admit_async(self, intent: CallIntent) -> Admission:
+        return await asyncio.to_thread(self.admit, intent)
+
+    def _admit_once(self, intent: CallIntent) -> Admission:
+        at = intent.at or _now()
+        principal = intent.principal or self.authenticate(
+            intent.credential, {"request_id": intent.request_id}
+        )
+        if principal.kind == "inactive":
+            raise Denied(401, "invalid_api_key", "this person is no longer active")
+        intent = intent.with_changes(
+            labels=self.merge_labels(principal, intent.labels), at=at, principal=None, credential=None
+        )
+        decision = self.hooks.check_policy(principal, intent)
+        if decision is not None:
+            raise Denied(decision.status, decision.code, decision.message, decision.details)
+        max_out = intent.max_output_tokens or self._default_max_output(intent, at)
+        estimate = self._price_or_deny(
+            intent, Usage(input_tokens=intent.input_tokens, output_tokens=max_out), at
+        )
+        clamp = intent.clamp_max_tokens or bool(
+            self.directory.config and self.directory.config.policy.clamp_max_tokens
+        )
+        try:
+            reservation = self.hooks.reserve(principal, intent, estimate.amount_nanos)
+        except Denied as denied:
+            if denied.status != 402 or not clamp:
+                raise
+            max_out, estimate, reservation = self._reserve_clamped(principal, intent, at, denied)
+        if reservation is None:
+            raise LedgerUnavailable("no plugin reserved the request")
+        with self._admissions_lock:
+            self._admissions[intent.request_id] = (reservation, intent, principal)
+            while len(self._admissions) > _ADMISSION_CACHE_SIZE:
+                self._admissions.popitem(last=False)
+        return Admission(
+            request_id=intent.request_id,
+            principal=principal,
+            reservation=reservation,
+            labels=intent.labels,
+            estimate=estimate,
+            provider=intent.provider,
+            model=intent.model,
+            max_output_tokens=max_out,
+        )
+
+    def _default_max_output(self, intent: CallIntent, at: datetime) -> int:
+        try:
+            known = self.rate_book.max_output_tokens(intent.provider, intent.model, at)
+        except Exception:  # an unpriced model is dealt with by the pricing step
+            known = None
+        if known:
+            return int(known)
+        config = self.directory.config
+        return config.policy.default_max_output_tokens if config else 4096
+
+    def _reserve_clamped(
+        self, principal: Principal, intent: CallIntent, at: datetime, denied: Denied
+    ) -> tuple[int, Price, Reservation]:
+        """Opt-in: shrink max output tokens to what the tightest wallet can still pay for."""
+        from allotment.defaults.ledger import SqlLedger
+
+        ledger_plugin = next(p for p in self.pm.get_plugins() if isinstance(p, SqlLedger))
+        wallets = self.ledger.wallets_by_ids(ledger_plugin.wallet_ids(principal, intent, at))
+        available = min((w.available_nanos for w in wallets), default=0)
+        tokens = self.rate_book.max_affordable_output_tokens(
+            intent.provider, intent.model, at, intent.input_tokens, available, intent.endpoint_mode.value
+        )
+        if tokens < 1:
+            raise denied
+        estimate = self._price_or_deny(
+            intent, Usage(input_tokens=intent.input_tokens, output_tokens=tokens), at
+        )
+        clamped = intent.with_changes(max_output_tokens=tokens)
+        reservation = self.hooks.reserve(principal, clamped, estimate.amount_nanos)
+        if reservation is None:
+            raise denied
+        return tokens, estimate, reservation
+
+    def _price(self, intent: CallIntent, usage: Usage, at: datetime) -> Price | None:
+        price = self.hooks.price(intent.provider, intent.model, usage, at, intent.endpoint_mode.value)
+        if price is not None:
+            return price
+        config = self.directory.config
+        if config is not None and config.policy.unpriced == "fallback" and config.policy.fallback_price:
+            rates = config.policy.fallback_price
+            exact = (
+                Decimal(usage.total_input_tokens) * rates.input
+                + Decimal(usage.output_tokens) * rates.output
+            ) / TOKENS_PER_MILLION
+            return Price(
+                dollars_to_nanos(exact), _FALLBACK_VERSION, intent.provider, intent.model,
+                flags=("fallback_price",),
+            )
+        return None
+
+    def _price_or_deny(self, intent: CallIntent, usage: Usage, at: datetime) -> Price:
+        price = self._price(intent, usage, at)
+        if price is None:
+            raise Denied(
+                400,
+                "unpriced_model",
+                f"no rate card prices {intent.provider}/{intent.model}; "
+                "it is refused rather than recorded at $0",
+                {"model": f"{intent.provider}/{intent.model}"},
+            )
+        return price
+
+    def _price_settled(self, intent: CallIntent, usage: Usage, at: datetime) -> Price:
+        price = self._price(intent, usage, at)
+        if price is not None:
+            return price
+        if usage.total_tokens == 0 and usage.tool_calls == 0 and usage.search_calls == 0:
+            return Price(0, _UNPRICED_VERSION, intent.provider, intent.model)
+        # never silently $0: the event is flagged so reports show unpriced usage
+        return Price(0, _UNPRICED_VERSION, intent.provider, intent.model, flags=("unpriced",))
+
+    def settle(
+        self,
+        request_id: str,
+        usage: Usage,
+        outcome: Outcome = Outcome.SUCCESS,
+        *,
+        external_cost_nanos: int | None = None,
+        flags: Iterable[str] = (),
+    ) -> UsageEvent:
+        """Price the actual usage, charge it, release the rest of the hold. Idempotent."""
+        with self._admissions_lock:
+            cached = self._admissions.pop(request_id, None)
+        if cached is not None:
+            reservation, intent, principal = cached
+        else:
+            state = self.ledger.reservation(request_id)
+            if state is None:
+                raise NotFound(f"no reservation for request {request_id!r}", code="unknown_request")
+            principal_or_none = principal_from_dict(state.context.get("principal"))
+            intent = intent_from_dict(state.context["intent"])
+            reservation = Reservation(
+                state.id, request_id, state.amount_nanos, state.wallet_ids, state.expires_at, state.state
+            )
+            assert principal_or_none is not None
+            principal = principal_or_none
+        at = intent.at or _now()
+        price = self._price_settled(intent, usage, at)
+        details: dict[str, Any] = {"flags": _usage_flags(usage, flags)}
+        if external_cost_nanos is not None:
+            details["external_cost_nanos"] = external_cost_nanos
+        event = self.hooks.reconcile(reservation, intent, principal, usage, price, outcome, True, details)
+        if event is None:
+            raise LedgerUnavailable("no plugin reconciled the request")
+        return event
+
+    async def settle_async(
+        self,
+        request_id: str,
+        usage: Usage,
+        outcome: Outcome = Outcome.SUCCESS,
+        *,
+        external_cost_nanos: int | None = None,
+        flags: Iterable[str] = (),
+    ) -> UsageEvent:
+        return await asyncio.to_thread(
+            self.settle, request_id, usage, outcome,
+            external_cost_nanos=external_cost_nanos, flags=tuple(flags),
+        )
+
+    def release(self, request_id: str) -> UsageEvent:
+        """Settle a call that used nothing (the provider failed before any token)."""
+        return self.settle(request_id, Usage(), Outcome.ERROR)
+
+    def record(
+        self,
+        intent: CallIntent,
+        usage: Usage,
+        outcome: Outcome = Outcome.SUCCESS,
+        *,
+        principal: Principal | None = None,
+        external_cost_nanos: int | None = None,
+        flags: Iterable[str] = (),
+    ) -> UsageEvent:
+        """Record usage that was not admitted (log ingestion): ``enforced=False``. Idempotent."""
+        principal = principal or intent.principal
+        if principal is None and intent.credential:
+            principal = self.hooks.authenticate(intent.credential, {"passive": True})
+        at = intent.at or _now()
+        intent = intent.with_changes(
+            labels=self.merge_labels(principal, intent.labels), at=at, principal=None, credential=None
+        )
+        price = self._price_settled(intent, usage, at)
+        details: dict[str, Any] = {"flags": _usage_flags(usage, flags)}
+        if external_cost_nanos is not None:
+            details["external_cost_nanos"] = external_cost_nanos
+        if principal is None:
+            details["flags"] = [*details["flags"], "unattributed"]
+        event = self.hooks.reconcile(None, intent, principal, usage, price, outcome, False, details)
+        if event is None:
+            raise LedgerUnavailable("no plugin recorded the usage")
+        return event
+
+    def extend(self, request_id: str, seconds: int | None = None) -> bool:
+        """Keep a reservation alive (a long stream); returns False if it is no longer open."""
+        ttl = seconds or self.reservation_ttl_seconds
+        return self.ledger.extend(request_id, _now() + timedelta(seconds=ttl))
+
+    async def extend_async(self, request_id: str, seconds: int | None = None) -> bool:
+        return await asyncio.to_thread(self.extend, request_id, seconds)
+
+    def expire_reservations(self, now: datetime | None = None) -> int:
+        return self.ledger.expire(now or _now())
+
+    # -- models ------------------------------------------------------------------------
+    def resolve_model(self, model: str) -> tuple[str, str]:
+        """(provider, model) from ``provider/model`` or the rate cards' knowledge of a bare id."""
+        book = self.rate_book
+        head, sep, tail = model.partition("/")
+        if sep and head.lower() in book.providers():
+            return head.lower(), tail
+        provider = book.provider_for(model, _now())
+        if provider is None:
+            raise Denied(
+                400, "unpriced_model",
+                f"unknown model {model!r}: name it as provider/model or add a rate card",
+                {"model": model},
+            )
+        return provider, model
+
+    def allowed_models(self, principal: Principal) -> list[str]:
+        tier = self.directory.tiers.get(principal.tier or "")
+        if tier is None:
+            return []
+        return sorted(
+            f"{provider}/{model}"
+            for provider, model in self.rate_book.models(_now())
+            if tier.allowlist.allows(provider, model)
+        )
+
+
+def _usage_flags(usage: Usage, flags: Iterable[str]) -> list[str]:
+    out = list(flags)
+    if usage.estimated and "estimated_usage" not in out:
+        out.append("estimated_usage")
+    return out
