@@ -57,7 +57,9 @@ def test_gpt_5_4_mini_fresh_cached_output(book: RateCardBook) -> None:
 
 
 def test_claude_sonnet_4_base_and_long_context_tier(book: RateCardBook) -> None:
-    base = book.price("anthropic", "claude-sonnet-4", Usage(input_tokens=8_000, output_tokens=1_200), AT)
+    base = book.price(
+        "anthropic", "claude-sonnet-4", Usage(input_tokens=8_000, output_tokens=1_200), AT
+    )
     assert base.amount_nanos == nanos((8_000 * Decimal(3) + 1_200 * Decimal(15)) / M) == 42_000_000
 
     # Above 200,000 input tokens the WHOLE request is priced at the tier (no marginal split).
@@ -99,7 +101,9 @@ def test_gpt_4o_gpt_4_1_and_gpt_5_4(book: RateCardBook) -> None:
     assert book.price("openai", "gpt-4.1", usage, AT, EndpointMode.BATCH).amount_nanos == 36 * 10**9
     assert book.price("openai", "gpt-4.1", usage, AT, "stream").amount_nanos == 72 * 10**9
 
-    gpt54 = book.price("openai", "gpt-5.4", Usage(input_tokens=1_200_000, output_tokens=300_000), AT)
+    gpt54 = book.price(
+        "openai", "gpt-5.4", Usage(input_tokens=1_200_000, output_tokens=300_000), AT
+    )
     assert gpt54.amount_nanos == nanos((1_200_000 * Decimal("2.50") + 300_000 * Decimal(15)) / M)
     assert gpt54.amount_nanos == 7_500_000_000
     assert gpt54.card_version == "openai-2026-06-07"
@@ -136,7 +140,9 @@ def test_anthropic_cache_read_and_both_write_ttls(book: RateCardBook) -> None:
 
 
 def test_bedrock_cache_fields_and_cross_region_ids(book: RateCardBook) -> None:
-    usage = Usage(input_tokens=100, cache_read_tokens=95_500, cache_write_tokens=1_000, output_tokens=200)
+    usage = Usage(
+        input_tokens=100, cache_read_tokens=95_500, cache_write_tokens=1_000, output_tokens=200
+    )
     expected = (
         100 * Decimal(3) + 95_500 * Decimal("0.3") + 1_000 * Decimal("3.75") + 200 * Decimal(15)
     ) / M
@@ -169,7 +175,10 @@ def test_titan_embeddings_and_nova(book: RateCardBook) -> None:
     titan = book.price("bedrock", "amazon.titan-embed-text-v2:0", Usage(input_tokens=1_000_000), AT)
     assert titan.amount_nanos == nanos(1_000_000 * Decimal("0.02") / M) == 20_000_000
     nova = book.price(
-        "bedrock", "us.amazon.nova-micro-v1:0", Usage(input_tokens=1_000, cache_read_tokens=1_000), AT
+        "bedrock",
+        "us.amazon.nova-micro-v1:0",
+        Usage(input_tokens=1_000, cache_read_tokens=1_000),
+        AT,
     )
     assert nova.amount_nanos == nanos((1_000 * Decimal("0.035") + 1_000 * Decimal("0.00875")) / M)
 
@@ -312,9 +321,7 @@ def test_worst_case_prices_all_input_fresh_and_every_output_token(book: RateCard
     assert explicit.amount_nanos == nanos((10_000 * Decimal("0.75") + 1_000 * Decimal("4.50")) / M)
     # No max_tokens: the card's max_output_tokens (128,000) bounds the output.
     default = book.worst_case("openai", "gpt-5.4-mini", AT, 10_000, None)
-    assert default.amount_nanos == nanos(
-        (10_000 * Decimal("0.75") + 128_000 * Decimal("4.50")) / M
-    )
+    assert default.amount_nanos == nanos((10_000 * Decimal("0.75") + 128_000 * Decimal("4.50")) / M)
     assert book.max_output_tokens("openai", "gpt-5.4-mini", AT) == 128_000
     assert book.max_output_tokens("openai", "nope", AT) is None
     with pytest.raises(PricingError) as info:
@@ -352,7 +359,9 @@ def test_pricer_through_the_plugin_manager(book: RateCardBook) -> None:
         [("allotment.defaults.pricing", RateCardPricer(book))], load_entrypoints=False
     )
     hooks = Hooks(pm)
-    price = hooks.price("openai", "gpt-4o", Usage(input_tokens=2_000, output_tokens=500), AT, "sync")
+    price = hooks.price(
+        "openai", "gpt-4o", Usage(input_tokens=2_000, output_tokens=500), AT, "sync"
+    )
     assert price is not None and price.amount_nanos == 10_000_000
     assert hooks.price("openai", "unknown", Usage(input_tokens=1), AT, "sync") is None
 

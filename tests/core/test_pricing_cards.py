@@ -57,7 +57,11 @@ def test_effective_from_accepts_an_iso_datetime() -> None:
 @pytest.mark.parametrize(
     ("mutation", "line", "words"),
     [
-        (lambda t: t.replace("    output: 4.50\n", "    output: 4.50\n    colour: red\n"), 9, "colour"),
+        (
+            lambda t: t.replace("    output: 4.50\n", "    output: 4.50\n    colour: red\n"),
+            9,
+            "colour",
+        ),
         (lambda t: t.replace("models:\n", "defaults: {}\nmodels:\n"), 5, "defaults"),
         (lambda t: t.replace("input: 0.075", "input: -0.075"), 7, "negative"),
         (lambda t: t.replace("provider: acme\n", ""), 1, "provider"),
@@ -84,7 +88,11 @@ def test_effective_from_accepts_an_iso_datetime() -> None:
         (lambda t: t.replace("effective_from: 2026-01-01", "effective_from: soon"), 3, "date"),
         (lambda t: t.replace("provider: acme", "provider: ACME"), 1, "lowercase"),
         (lambda t: t + "  m1:\n    input: 1\n    output: 1\n", 13, "duplicate"),
-        (lambda t: t.replace("version: acme-2026-01-01\n", "version: acme\nversion: b\n"), 3, "dup"),
+        (
+            lambda t: t.replace("version: acme-2026-01-01\n", "version: acme\nversion: b\n"),
+            3,
+            "dup",
+        ),
     ],
     ids=[
         "unknown-key",
@@ -115,7 +123,9 @@ def test_bad_cards_name_the_file_and_line(
 
 def test_duplicate_versions_across_files_are_rejected(tmp_path: Path) -> None:
     write(tmp_path, GOOD, "a.yaml")
-    write(tmp_path, GOOD.replace("effective_from: 2026-01-01", "effective_from: 2026-02-01"), "b.yaml")
+    write(
+        tmp_path, GOOD.replace("effective_from: 2026-01-01", "effective_from: 2026-02-01"), "b.yaml"
+    )
     with pytest.raises(ConfigError) as info:
         RateCardBook.load([tmp_path])
     message = info.value.message

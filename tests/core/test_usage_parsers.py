@@ -55,7 +55,11 @@ def test_openai_chat_cached_tokens_are_a_subset_of_prompt_tokens() -> None:
 
 def test_openai_stream_example_prices_like_litellm(book: RateCardBook) -> None:
     usage = from_openai(
-        {"prompt_tokens": 111, "completion_tokens": 222, "prompt_tokens_details": {"cached_tokens": 64}}
+        {
+            "prompt_tokens": 111,
+            "completion_tokens": 222,
+            "prompt_tokens_details": {"cached_tokens": 64},
+        }
     )
     price = book.price("openai", "gpt-4o", usage, AT)
     # (111-64) x 2.5e-6 + 64 x 1.25e-6 + 222 x 1e-5 = $0.0024175
@@ -66,7 +70,9 @@ def test_openai_stream_example_prices_like_litellm(book: RateCardBook) -> None:
 
 def test_openai_embeddings_and_nulls() -> None:
     assert from_openai({"prompt_tokens": 8, "total_tokens": 8}) == Usage(input_tokens=8)
-    usage = from_openai({"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None})
+    usage = from_openai(
+        {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None}
+    )
     assert usage == Usage(input_tokens=10, output_tokens=2)
 
 
@@ -102,7 +108,10 @@ def test_anthropic_input_excludes_cache_and_ttls_split() -> None:
             "input_tokens": 50,
             "cache_read_input_tokens": 10_000,
             "cache_creation_input_tokens": 3_000,
-            "cache_creation": {"ephemeral_5m_input_tokens": 1_000, "ephemeral_1h_input_tokens": 2_000},
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": 1_000,
+                "ephemeral_1h_input_tokens": 2_000,
+            },
             "output_tokens": 400,
             "server_tool_use": {"web_search_requests": 2},
         }
@@ -132,7 +141,11 @@ def test_anthropic_stream_merge() -> None:
         "cache_read_input_tokens": 2_000,
         "output_tokens": 1,
     }
-    delta = {"output_tokens": 503, "input_tokens": None, "server_tool_use": {"web_search_requests": 1}}
+    delta = {
+        "output_tokens": 503,
+        "input_tokens": None,
+        "server_tool_use": {"web_search_requests": 1},
+    }
     merged = merge_anthropic_stream(start, delta)
     assert from_anthropic(merged) == Usage(
         input_tokens=472, cache_read_tokens=2_000, output_tokens=503, search_calls=1
@@ -159,7 +172,10 @@ def test_anthropic_cache_read_and_writes_priced(book: RateCardBook) -> None:
             "input_tokens": 1_000,
             "cache_read_input_tokens": 10_000,
             "cache_creation_input_tokens": 5_000,
-            "cache_creation": {"ephemeral_5m_input_tokens": 2_000, "ephemeral_1h_input_tokens": 3_000},
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": 2_000,
+                "ephemeral_1h_input_tokens": 3_000,
+            },
             "output_tokens": 500,
         }
     )
@@ -179,7 +195,10 @@ def test_bedrock_converse_cache_details() -> None:
             "totalTokens": 100_802,
             "cacheReadInputTokens": 95_500,
             "cacheWriteInputTokens": 5_000,
-            "cacheDetails": [{"ttl": "5m", "inputTokens": 1_000}, {"ttl": "1h", "inputTokens": 4_000}],
+            "cacheDetails": [
+                {"ttl": "5m", "inputTokens": 1_000},
+                {"ttl": "1h", "inputTokens": 4_000},
+            ],
         }
     )
     assert usage == Usage(
@@ -305,7 +324,11 @@ def test_litellm_logging_payloads() -> None:
         "completion_tokens": 222,
         "prompt_tokens_details": {"cached_tokens": 64},
     }
-    slo = {"prompt_tokens": 111, "completion_tokens": 222, "metadata": {"usage_object": usage_object}}
+    slo = {
+        "prompt_tokens": 111,
+        "completion_tokens": 222,
+        "metadata": {"usage_object": usage_object},
+    }
     expected = Usage(input_tokens=47, cache_read_tokens=64, output_tokens=222)
     assert from_litellm(slo) == expected  # the SLO's top level has no cache fields
     assert from_litellm({"standard_logging_object": slo}) == expected
