@@ -162,13 +162,18 @@ class Runtime:
     def authenticate(self, credential: str | None, context: dict[str, Any] | None = None) -> Principal:
         if not credential:
             raise Denied(401, "invalid_api_key", "missing API key (Authorization: Bearer ...)")
+        principal = self.find_principal(credential, context)
+        if principal is None:
+            raise Denied(401, "invalid_api_key", "invalid, revoked or unknown API key")
+        return principal
+
+    def find_principal(self, credential: str, context: dict[str, Any] | None = None) -> Principal | None:
+        """The principal behind a credential, or None; reloads once if the directory moved on."""
         principal = self.hooks.authenticate(credential, context or {})
         if principal is None and self.ledger.generation() != self.directory.generation:
             # a key issued since our snapshot: reload once and look again
             self.refresh_directory()
             principal = self.hooks.authenticate(credential, context or {})
-        if principal is None:
-            raise Denied(401, "invalid_api_key", "invalid, revoked or unknown API key")
         return principal
 
     def merge_labels(self, principal: Principal | None, labels: dict[str, str]) -> dict[str, str]:
@@ -379,7 +384,7 @@ class Runtime:
         """Record usage that was not admitted (log ingestion): ``enforced=False``. Idempotent."""
         principal = principal or intent.principal
         if principal is None and intent.credential:
-            principal = self.hooks.authenticate(intent.credential, {"passive": True})
+            principal = self.find_principal(intent.credential, {"passive": True})
         at = intent.at or _now()
         intent = intent.with_changes(
             labels=self.merge_labels(principal, intent.labels), at=at, principal=None, credential=None

@@ -20,6 +20,7 @@ T = TypeVar("T")
 Op = Callable[[Any], T]
 
 MAX_BATCH = 256
+CHECKPOINT_SECONDS = 0.5
 
 
 class Executor:
@@ -83,10 +84,31 @@ class SqliteExecutor(Executor):
         self.synchronous = synchronous
         self._queue: queue.SimpleQueue[tuple[Op[Any], Future[Any]] | _Stop] = queue.SimpleQueue()
         self._conn = connect_sqlite(path, synchronous)
+        # Checkpoints copy the WAL into the database file; doing them inside a commit puts
+        # milliseconds on a random request, so a background thread does them instead.
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._local = threading.local()
         self._closed = False
+        self._stop_checkpoints = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="allotment-ledger", daemon=True)
         self._thread.start()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="allotment-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        if self.path == ":memory:":
+            return
+        conn = connect_sqlite(self.path, self.synchronous)
+        try:
+            while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    pass  # busy or locked: the next tick tries again
+        finally:
+            conn.close()
 
     def submit(self, op: Op[T]) -> Future[T]:
         future: Future[T] = Future()
@@ -180,6 +202,12 @@ class SqliteExecutor(Executor):
         self._closed = True
         self._queue.put(_Stop())
         self._thread.join(timeout=10)
+        self._stop_checkpoints.set()
+        self._checkpointer.join(timeout=10)
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
         self._conn.close()
 
 
