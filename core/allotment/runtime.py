@@ -125,7 +125,9 @@ class Runtime:
 
     def refresh_directory(self) -> Directory:
         with self._directory_lock:
-            self.directory = load_directory(self.engine)
+            fresh = load_directory(self.engine)
+            if fresh.generation != self.directory.generation or fresh.config != self.directory.config:
+                self.directory = fresh
         return self.directory
 
     def apply_config_text(self, document: str, source: str = "<config>") -> AllotmentConfig:
@@ -169,11 +171,14 @@ class Runtime:
 
     def find_principal(self, credential: str, context: dict[str, Any] | None = None) -> Principal | None:
         """The principal behind a credential, or None; reloads once if the directory moved on."""
+        seen = self.directory
         principal = self.hooks.authenticate(credential, context or {})
-        if principal is None and self.ledger.generation() != self.directory.generation:
-            # a key issued since our snapshot: reload once and look again
-            self.refresh_directory()
-            principal = self.hooks.authenticate(credential, context or {})
+        if principal is None:
+            # a key issued since our snapshot: reload (unless another thread just did) and retry
+            if self.directory is seen and self.ledger.generation() != seen.generation:
+                self.refresh_directory()
+            if self.directory is not seen:
+                principal = self.hooks.authenticate(credential, context or {})
         return principal
 
     def merge_labels(self, principal: Principal | None, labels: dict[str, str]) -> dict[str, str]:
