@@ -241,7 +241,7 @@ class FakeUpstream:
         await site.start()
         server = site._server
         if self.port == 0 and server is not None:
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def _shutdown(self) -> None:
         if self._runner is not None:
@@ -346,15 +346,28 @@ class FakeUpstream:
             include_usage = False
         chunk_obj = "chat.completion.chunk" if chat else "text_completion"
         response = web.StreamResponse(
-            headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+            }
         )
         await response.prepare(request)
 
         def chunk(delta: dict[str, Any] | str | None, finish: str | None) -> dict[str, Any]:
             if chat:
-                choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
+                choice = {
+                    "index": 0,
+                    "delta": delta or {},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
             else:
-                choice = {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
+                choice = {
+                    "index": 0,
+                    "text": delta or "",
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
             data: dict[str, Any] = {
                 "id": rid,
                 "object": chunk_obj,
@@ -406,9 +419,11 @@ class FakeUpstream:
         body = body if isinstance(body, dict) else {}
         usage = script.usage or FakeUsage(output_tokens=0)
         inputs = body.get("input")
-        count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(
-            inputs[0], int
-        ) else 1
+        count = (
+            len(inputs)
+            if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int)
+            else 1
+        )
         vector = [0.125, -0.25, 0.5, 0.0625, -0.5, 0.25, 0.75, -0.125]
         b64 = body.get("encoding_format") == "base64"
         data = [
@@ -468,7 +483,10 @@ class FakeUpstream:
                 headers={"request-id": self._id("req_")},
             )
         response = web.StreamResponse(
-            headers={"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+            headers={
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+            }
         )
         await response.prepare(request)
         start = {
@@ -486,8 +504,11 @@ class FakeUpstream:
         }
         try:
             await response.write(_sse(start, "message_start"))
-            block = {"type": "content_block_start", "index": 0,
-                     "content_block": {"type": "text", "text": ""}}
+            block = {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            }
             await response.write(_sse(block, "content_block_start"))
             await response.write(_sse({"type": "ping"}, "ping"))
             for index, word in enumerate(words):
@@ -499,8 +520,11 @@ class FakeUpstream:
                     script.stall_after_chunks = None
                 if script.chunk_delay:
                     await asyncio.sleep(script.chunk_delay)
-                delta = {"type": "content_block_delta", "index": 0,
-                         "delta": {"type": "text_delta", "text": word}}
+                delta = {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": word},
+                }
                 await response.write(_sse(delta, "content_block_delta"))
             await response.write(
                 _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")

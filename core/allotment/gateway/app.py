@@ -1,0 +1,94 @@
+"""Build the gateway's FastAPI app around an open ``Runtime``.
+
+Core routes are added here; plugins add theirs through the ``register_routes`` hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from allotment import __version__
+from allotment.errors import AllotmentError, InvalidRequest
+from allotment.gateway import routes_admin, routes_anthropic, routes_decision, routes_openai
+from allotment.gateway.deps import GatewayDep, json_response
+from allotment.gateway.errors import error_response
+from allotment.gateway.mock_upstream import MockUpstream
+from allotment.gateway.state import DEFAULT_MAX_BODY_BYTES, GatewayState
+from allotment.plugins import describe_plugins
+
+
+def create_app(
+    runtime: Any,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    extend_interval: float | None = None,
+    mock: MockUpstream | None = None,
+) -> FastAPI:
+    """The gateway app for ``runtime`` (an open ``allotment.runtime.Runtime``).
+
+    :param max_body_bytes: larger request bodies get 413 ``request_too_large``.
+    :param extend_interval: seconds between reservation extensions of a live stream
+        (default: a third of the reservation TTL).
+    :param mock: the offline upstream (a fresh ``MockUpstream`` by default).
+    """
+    gateway = GatewayState(
+        runtime, max_body_bytes=max_body_bytes, extend_interval=extend_interval, mock=mock
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gateway.shutdown()  # settle in-flight streams before the process exits
+
+    app = FastAPI(
+        title="allotment gateway",
+        version=__version__,
+        summary="OpenAI- and Anthropic-compatible gateway with budgets reserved before each call.",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+
+    @app.exception_handler(AllotmentError)
+    async def _allotment_error(request: Request, exc: AllotmentError) -> Response:
+        dialect = "anthropic" if request.url.path == "/v1/messages" else "openai"
+        return error_response(exc, dialect=dialect)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return error_response(InvalidRequest(problems or "invalid request"))
+
+    app.include_router(routes_openai.router)
+    app.include_router(routes_anthropic.router)
+    app.include_router(routes_decision.router)
+    app.include_router(routes_admin.router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and ledger reachability")
+    async def healthz(gateway: GatewayDep) -> Response:
+        try:
+            gateway.runtime.ledger.generation()
+        except Exception as exc:  # the gateway is up but cannot admit anything
+            return json_response({"status": "degraded", "ledger": str(exc)}, status=503)
+        return json_response(
+            {"status": "ok", "version": __version__, "streams": len(gateway.streams)}
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics(gateway: GatewayDep) -> Response:
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/-/plugins", tags=["operations"], summary="Loaded plugins and their hooks")
+    async def plugins(gateway: GatewayDep) -> Response:
+        return json_response([info.to_dict() for info in describe_plugins(gateway.runtime.pm)])
+
+    runtime.hooks.register_routes(app)
+    return app

@@ -1,0 +1,271 @@
+"""Forward an admitted call to its provider over one shared aiohttp session.
+
+OpenAI-compatible providers and Anthropic's native API are passed through byte for byte;
+other providers go through the ``litellm`` SDK when it is installed; ``mock`` answers offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from allotment.errors import AllotmentError
+
+DEFAULT_TIMEOUT_SECONDS = 600.0
+ANTHROPIC_BASE = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+# Providers whose public API speaks OpenAI's wire format at this base URL.
+OPENAI_COMPATIBLE_BASES = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "mistral": "https://api.mistral.ai/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "xai": "https://api.x.ai/v1",
+    "together": "https://api.together.xyz/v1",
+    "fireworks": "https://api.fireworks.ai/inference/v1",
+    "openrouter": "https://openrouter.ai/api/v1",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta/openai",
+    "google": "https://generativelanguage.googleapis.com/v1beta/openai",
+    "ollama": "http://127.0.0.1:11434/v1",
+}
+# Response headers a client must not receive from the provider verbatim.
+_DROP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+        "set-cookie",
+        "alt-svc",
+        "strict-transport-security",
+    }
+)
+
+
+class UpstreamError(AllotmentError):
+    """The provider could not be reached or did not answer in time (nothing was charged)."""
+
+    status = 502
+    code = "upstream_unavailable"
+    type = "server_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one provider's calls go. ``kind``: ``openai``, ``anthropic``, ``litellm``, ``mock``."""
+
+    provider: str
+    kind: str
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+
+
+@dataclass(slots=True)
+class Reply:
+    """A complete (non-streamed) answer, or a provider error that ended a stream request."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    data: Any = None  # the parsed JSON body, when it is JSON
+
+
+class ByteSource(Protocol):
+    """A streamed answer: raw SSE bytes as they arrive, and a way to abandon the upstream."""
+
+    status: int
+    headers: dict[str, str]
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower() not in _DROP_HEADERS}
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+class _AiohttpSource:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = passthrough_headers(response.headers)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._response.content.iter_any():
+                yield data
+        except TimeoutError as exc:
+            raise UpstreamError(
+                "the provider stopped sending mid-stream", code="upstream_timeout", status=504
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"the provider's stream broke: {exc}") from exc
+
+    def close(self) -> None:
+        # close(), not release(): an abandoned stream must not go back to the pool
+        self._response.close()
+
+
+def _upstreams(runtime: Any) -> Mapping[str, Any]:
+    config = getattr(runtime, "config", None)
+    upstreams = getattr(config, "upstreams", None) if config is not None else None
+    return upstreams or {}
+
+
+def resolve_target(runtime: Any, provider: str, dialect: str) -> Target:
+    """Pick the upstream for ``provider`` on a route of ``dialect`` (``openai``/``anthropic``)."""
+    upstreams = _upstreams(runtime)
+    mock = upstreams.get("mock")
+    # the `mock` upstream answers every provider (offline demos); otherwise the provider's own
+    upstream = (
+        mock if mock is not None and getattr(mock, "mock", False) else upstreams.get(provider)
+    )
+    if upstream is None:
+        raise UpstreamError(
+            f"no upstream is configured for provider {provider!r}; add it under `upstreams`",
+            code="upstream_not_configured",
+        )
+    timeout = float(getattr(upstream, "timeout_seconds", None) or DEFAULT_TIMEOUT_SECONDS)
+    resolve = getattr(upstream, "resolved_api_key", None)
+    api_key = resolve() if callable(resolve) else getattr(upstream, "api_key", None)
+    api_base = getattr(upstream, "api_base", None)
+    if getattr(upstream, "mock", False):
+        return Target(provider, "mock", timeout=timeout)
+    if provider == "anthropic":
+        base = (api_base or ANTHROPIC_BASE).rstrip("/")
+        base = base[: -len("/v1")] if base.endswith("/v1") else base
+        if dialect == "anthropic":
+            return Target(provider, "anthropic", base, api_key, timeout)
+        if litellm_available():
+            return Target(provider, "litellm", api_base, api_key, timeout)
+        # Anthropic's OpenAI-compatible endpoint, for OpenAI clients without litellm
+        return Target(provider, "openai", base + "/v1", api_key, timeout)
+    if dialect == "anthropic":
+        raise AllotmentError(
+            f"/v1/messages serves Anthropic models; {provider!r} models use /v1/chat/completions",
+            code="invalid_request",
+            status=400,
+        )
+    base = api_base or OPENAI_COMPATIBLE_BASES.get(provider)
+    if base is not None:
+        return Target(provider, "openai", base.rstrip("/"), api_key, timeout)
+    if litellm_available():
+        return Target(provider, "litellm", api_base, api_key, timeout)
+    raise UpstreamError(
+        f"provider {provider!r} needs an OpenAI-compatible `api_base` or the litellm extra",
+        code="upstream_not_configured",
+    )
+
+
+_LITELLM: bool | None = None
+
+
+def litellm_available() -> bool:
+    global _LITELLM
+    if _LITELLM is None:
+        import importlib.util
+
+        _LITELLM = importlib.util.find_spec("litellm") is not None
+    return _LITELLM
+
+
+class Forwarder:
+    """Owns the shared ``aiohttp.ClientSession`` (created on the serving loop, closed at exit)."""
+
+    def __init__(self, *, connection_limit: int = 512) -> None:
+        self._limit = connection_limit
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
+        key = (seconds, stream)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            connect = min(10.0, seconds)
+            if stream:  # a stream may run long; bound the silence between chunks instead
+                timeout = aiohttp.ClientTimeout(sock_connect=connect, sock_read=seconds)
+            else:
+                timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=connect)
+            self._timeouts[key] = timeout
+        return timeout
+
+    @staticmethod
+    def request_headers(target: Target, client_headers: Mapping[str, str]) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if target.kind == "anthropic":
+            if target.api_key:
+                headers["x-api-key"] = target.api_key
+            headers["anthropic-version"] = client_headers.get(
+                "anthropic-version", ANTHROPIC_VERSION
+            )
+            beta = client_headers.get("anthropic-beta")
+            if beta:
+                headers["anthropic-beta"] = beta
+        elif target.api_key:
+            headers["authorization"] = f"Bearer {target.api_key}"
+        return headers
+
+    async def send(
+        self, target: Target, path: str, body: bytes, headers: dict[str, str], *, stream: bool
+    ) -> Reply | ByteSource:
+        """POST ``body`` to ``target.base_url + path``; a stream returns its open byte source."""
+        url = f"{target.base_url}{path}"
+        try:
+            response = await self.session.post(
+                url, data=body, headers=headers, timeout=self._timeout(target.timeout, stream)
+            )
+        except TimeoutError as exc:
+            raise UpstreamError(
+                f"{target.provider} did not answer within {target.timeout:g}s",
+                code="upstream_timeout",
+                status=504,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"could not reach {target.provider}: {exc}") from exc
+        if stream and response.status == 200:
+            return _AiohttpSource(response)
+        try:
+            raw = await response.read()
+        except TimeoutError as exc:
+            response.close()
+            raise UpstreamError(
+                f"{target.provider} did not answer within {target.timeout:g}s",
+                code="upstream_timeout",
+                status=504,
+            ) from exc
+        except aiohttp.ClientError as exc:
+            response.close()
+            raise UpstreamError(f"{target.provider} broke the connection: {exc}") from exc
+        return Reply(response.status, raw, passthrough_headers(response.headers), parse_json(raw))

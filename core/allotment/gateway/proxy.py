@@ -1,0 +1,268 @@
+"""admit → forward → settle for one provider call; shared by the OpenAI and Anthropic routes.
+
+Nothing reaches a provider without a reservation, and every admitted call is settled.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from allotment.errors import AllotmentError, Denied, InvalidRequest
+from allotment.gateway import litellm_route
+from allotment.gateway.errors import COST_HEADER, REQUEST_ID_HEADER, error_response
+from allotment.gateway.estimate import estimate_tokens, input_upper_bound, text_bytes
+from allotment.gateway.forwarding import Reply, Target, UpstreamError, resolve_target
+from allotment.gateway.labels import extract_tags
+from allotment.gateway.state import Call, GatewayState
+from allotment.gateway.streaming import AnthropicTracker, OpenAITracker, SettlingStream
+from allotment.gateway.usage import anthropic_usage, openai_usage
+from allotment.money import usd_string
+from allotment.types import CallIntent, EndpointMode, Outcome, Usage
+
+PATHS = {
+    "chat": "/chat/completions",
+    "completions": "/completions",
+    "embeddings": "/embeddings",
+    "messages": "/v1/messages",
+}
+STREAM_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
+
+
+class TooLarge(AllotmentError):
+    status = 413
+    code = "request_too_large"
+    type = "invalid_request_error"
+
+
+def credential_of(request: Request) -> str:
+    headers = request.headers
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = headers.get("x-api-key")
+    if key:
+        return key.strip()
+    raise Denied(401, "invalid_api_key", "no API key: send `Authorization: Bearer <key>`")
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _max_output(body: dict[str, Any], route: str) -> int | None:
+    if route == "embeddings":
+        return 0
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidRequest(f"`{key}` must be a non-negative integer")
+            return value
+    return None
+
+
+def _end_user(body: dict[str, Any]) -> str | None:
+    metadata = body.get("metadata")
+    for value in (
+        body.get("user"),
+        body.get("safety_identifier"),
+        metadata.get("user_id") if isinstance(metadata, dict) else None,
+    ):
+        if isinstance(value, str) and value:
+            return value[:200]
+    return None
+
+
+def _upstream_body(
+    body: dict[str, Any],
+    call: Call,
+    upstream_model: str,
+    max_output: int | None,
+    clamped: int | None,
+) -> tuple[dict[str, Any], bool]:
+    """The body the provider receives, and whether the usage chunk must be stripped back out."""
+    out = dict(body)
+    out["model"] = upstream_model
+    strip_usage = False
+    if clamped is not None and clamped != max_output:
+        key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        out[key] = clamped
+    metadata = out.get("metadata")
+    if call.dialect == "anthropic":
+        if isinstance(metadata, dict):  # Anthropic accepts only user_id in metadata
+            user = metadata.get("user_id")
+            if user is None:
+                del out["metadata"]
+            else:
+                out["metadata"] = {"user_id": user}
+    else:
+        if metadata is not None and not out.get("store"):
+            del out["metadata"]  # our labels; OpenAI only keeps metadata on stored completions
+        if out.get("stream") is True:
+            options = dict(out.get("stream_options") or {})
+            strip_usage = not options.get("include_usage")
+            options["include_usage"] = True
+            out["stream_options"] = options
+    return out, strip_usage
+
+
+async def handle(gateway: GatewayState, request: Request, route: str) -> Response:
+    dialect = "anthropic" if route == "messages" else "openai"
+    request_id = "req_" + uuid.uuid4().hex
+    runtime = gateway.runtime
+    metrics = gateway.metrics
+    try:
+        body = await read_json(request, gateway.max_body_bytes)
+        credential = credential_of(request)
+        model_name = body.get("model")
+        if not isinstance(model_name, str) or not model_name:
+            raise InvalidRequest("`model` is required")
+        provider, model = runtime.resolve_model(model_name)
+        target = resolve_target(runtime, provider, dialect)
+        tags = extract_tags(request.headers, body)
+        stream = route != "embeddings" and body.get("stream") is True
+        max_output = _max_output(body, route)
+        intent = CallIntent(
+            request_id=request_id,
+            provider=provider,
+            model=model,
+            credential=credential,
+            endpoint_mode=EndpointMode.STREAM if stream else EndpointMode.SYNC,
+            input_tokens=input_upper_bound(body),
+            max_output_tokens=max_output,
+            labels=tags.labels,
+            trace_id=tags.trace_id,
+            retry_of=tags.retry_of,
+            end_user=_end_user(body),
+        )
+        started = time.perf_counter()
+        admission = await runtime.admit_async(intent)
+        metrics.admit_latency.observe(time.perf_counter() - started)
+    except AllotmentError as exc:
+        metrics.denials.labels(exc.code).inc()
+        metrics.requests.labels(route, str(exc.status), "denied").inc()
+        return error_response(exc, dialect=dialect, request_id=request_id)
+
+    call = Call(request_id, route, dialect, provider, model)
+    upstream_model = (
+        model_name[len(provider) + 1 :] if model_name.startswith(provider + "/") else (model_name)
+    )
+    out, strip_usage = _upstream_body(
+        body, call, upstream_model, max_output, admission.max_output_tokens
+    )
+    started = time.perf_counter()
+    try:
+        result = await _forward(gateway, target, call, out, request, stream)
+    except UpstreamError as exc:
+        event = await gateway.settle(call, Usage(), Outcome.ERROR, status=exc.status)
+        response = error_response(exc, dialect=dialect, request_id=request_id)
+        if event is not None:
+            response.headers[COST_HEADER] = usd_string(event.cost_nanos)
+        return response
+    finally:
+        metrics.upstream_latency.labels(provider).observe(time.perf_counter() - started)
+
+    if isinstance(result, Reply):
+        return await _complete(gateway, call, body, result)
+    input_estimate = estimate_tokens(text_bytes(body))
+    tracker = (
+        AnthropicTracker(input_estimate)
+        if dialect == "anthropic"
+        else OpenAITracker(input_estimate, strip_usage=strip_usage)
+    )
+    headers = {**STREAM_HEADERS, REQUEST_ID_HEADER: request_id}
+    for key in ("x-request-id", "request-id", "openai-processing-ms"):
+        if key in result.headers:
+            headers[key] = result.headers[key]
+    return SettlingStream(gateway, call, result, tracker, headers)
+
+
+async def _forward(
+    gateway: GatewayState,
+    target: Target,
+    call: Call,
+    body: dict[str, Any],
+    request: Request,
+    stream: bool,
+) -> Any:
+    if target.kind == "mock":
+        if call.dialect == "anthropic":
+            return gateway.mock.anthropic(body, body["model"])
+        return gateway.mock.openai(call.route, body, body["model"])
+    if target.kind == "litellm":
+        return await litellm_route.call(target, call.route, body, stream)
+    headers = gateway.forwarder.request_headers(target, request.headers)
+    return await gateway.forwarder.send(
+        target, PATHS[call.route], orjson.dumps(body), headers, stream=stream
+    )
+
+
+def _reply_usage(call: Call, body: dict[str, Any], reply: Reply) -> Usage:
+    data = reply.data if isinstance(reply.data, dict) else {}
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        parsed = anthropic_usage(usage) if call.dialect == "anthropic" else openai_usage(usage)
+        if parsed is not None:
+            return parsed
+    # no usage block: estimate from what we can see, and say so
+    text = 0
+    for choice in data.get("choices") or ():
+        message = choice.get("message") or {}
+        content = message.get("content") if isinstance(message, dict) else None
+        for value in (content, choice.get("text")):
+            if isinstance(value, str):
+                text += len(value.encode())
+    for block in data.get("content") or ():
+        if isinstance(block, dict) and isinstance(block.get("text"), str):
+            text += len(block["text"].encode())
+    return Usage(
+        input_tokens=estimate_tokens(text_bytes(body)),
+        output_tokens=estimate_tokens(text),
+        estimated=True,
+    )
+
+
+async def _complete(
+    gateway: GatewayState, call: Call, body: dict[str, Any], reply: Reply
+) -> Response:
+    headers = dict(reply.headers)
+    headers[REQUEST_ID_HEADER] = call.request_id
+    if reply.status >= 400:
+        # the provider refused: pass its answer through and release the reservation
+        event = await gateway.settle(call, Usage(), Outcome.ERROR, status=reply.status)
+    else:
+        usage = _reply_usage(call, body, reply)
+        event = await gateway.settle(call, usage, Outcome.SUCCESS, status=reply.status)
+    if event is not None:
+        headers[COST_HEADER] = usd_string(event.cost_nanos)
+    media = headers.pop("content-type", "application/json")
+    return Response(reply.body, status_code=reply.status, headers=headers, media_type=media)

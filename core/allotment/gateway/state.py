@@ -1,0 +1,126 @@
+"""What one gateway app holds: the runtime, the upstream client, metrics, live streams.
+
+Routes reach it through ``request.app.state.gateway``; nothing here is a module global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from allotment.gateway.forwarding import Forwarder
+from allotment.gateway.metrics import GatewayMetrics
+from allotment.gateway.mock_upstream import MockUpstream
+from allotment.money import usd_string
+from allotment.types import Outcome, Usage, UsageEvent
+
+if TYPE_CHECKING:
+    from allotment.gateway.streaming import SettlingStream
+
+log = logging.getLogger("allotment.gateway")
+T = TypeVar("T")
+
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Call:
+    """One admitted request on its way through the gateway."""
+
+    request_id: str
+    route: str  # chat | completions | embeddings | messages
+    dialect: str  # openai | anthropic
+    provider: str
+    model: str
+    started: float = field(default_factory=time.perf_counter)
+
+
+class GatewayState:
+    def __init__(
+        self,
+        runtime: Any,
+        *,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        extend_interval: float | None = None,
+        mock: MockUpstream | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.forwarder = Forwarder()
+        self.mock = mock or MockUpstream()
+        self.metrics = GatewayMetrics(runtime)
+        self.max_body_bytes = max_body_bytes
+        settings = getattr(runtime, "settings", None)
+        ttl = float(getattr(settings, "reservation_ttl_seconds", 600) or 600)
+        self.extend_seconds = ttl
+        # extend well before expiry so one missed tick cannot lose the reservation
+        self.extend_interval = extend_interval if extend_interval is not None else ttl / 3
+        self.streams: set[SettlingStream] = set()
+        self.pending: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` to completion even if the request that started it is cancelled."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        return task
+
+    async def settle(
+        self, call: Call, usage: Usage, outcome: Outcome, *, status: int
+    ) -> UsageEvent | None:
+        """Settle ``call``; a ledger failure is logged, never raised into the response."""
+        try:
+            event: UsageEvent = await self.runtime.settle_async(call.request_id, usage, outcome)
+        except Exception:
+            log.exception("settle failed for %s; its reservation will expire", call.request_id)
+            self.metrics.settle_failures.inc()
+            return None
+        self.log_call(call, status, outcome, usage, event)
+        return event
+
+    def log_call(
+        self,
+        call: Call,
+        status: int,
+        outcome: Outcome,
+        usage: Usage | None,
+        event: UsageEvent | None,
+    ) -> None:
+        elapsed = time.perf_counter() - call.started
+        self.metrics.requests.labels(call.route, str(status), outcome.value).inc()
+        if log.isEnabledFor(logging.INFO):
+            record: dict[str, Any] = {
+                "event": "call",
+                "request_id": call.request_id,
+                "route": call.route,
+                "provider": call.provider,
+                "model": call.model,
+                "status": status,
+                "outcome": outcome.value,
+                "ms": round(elapsed * 1000, 3),
+            }
+            if usage is not None:
+                record["input_tokens"] = usage.input_tokens
+                record["cache_read_tokens"] = usage.cache_read_tokens
+                record["output_tokens"] = usage.output_tokens
+                record["estimated"] = usage.estimated
+            if event is not None:
+                record["cost_usd"] = usd_string(event.cost_nanos)
+            log.info(orjson.dumps(record).decode())
+
+    async def shutdown(self) -> None:
+        """End live streams (charging what they delivered) and wait for every settlement."""
+        for stream in list(self.streams):
+            stream.stop_for_shutdown()
+        for _ in range(100):
+            if not self.pending and not self.streams:
+                break
+            await asyncio.sleep(0.01)
+        if self.pending:
+            await asyncio.gather(*list(self.pending), return_exceptions=True)
+        await self.forwarder.close()

@@ -1,0 +1,35 @@
+"""Provider usage blocks → ``Usage`` through the core's parsers, never failing a response.
+
+A usage block the parser rejects (garbage from a provider) yields ``None``: the caller then
+estimates and flags the usage ``estimated`` instead of losing the settlement.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from allotment.errors import InvalidRequest
+from allotment.types import Usage
+from allotment.usage_parsers import from_anthropic, from_openai, merge_anthropic_stream
+
+log = logging.getLogger("allotment.gateway")
+
+__all__ = ["anthropic_usage", "merge_anthropic_stream", "openai_usage"]
+
+
+def openai_usage(data: Mapping[str, Any]) -> Usage | None:
+    try:
+        return from_openai(data)
+    except InvalidRequest as exc:
+        log.warning("unusable usage from an OpenAI-compatible provider: %s", exc.message)
+        return None
+
+
+def anthropic_usage(data: Mapping[str, Any], *, estimated: bool = False) -> Usage | None:
+    try:
+        return from_anthropic(data, estimated=estimated)
+    except InvalidRequest as exc:
+        log.warning("unusable usage from Anthropic: %s", exc.message)
+        return None
