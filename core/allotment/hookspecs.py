@@ -191,6 +191,19 @@ def sync_directory(since: datetime | None) -> DirectoryChanges | None:
 
 
 @hookspec
+def runtime_opened(runtime: Any) -> None:
+    """Receive the runtime once, right after it is built: keep it to read config or the ledger.
+
+    No default implementation. Plugins that need their settings (``runtime.config.plugins``)
+    or the database inside observer hooks keep a reference here.
+
+    Every implementation runs, in the process that opened the runtime.
+
+    :param runtime: the ``allotment.runtime.Runtime`` (``config``, ``engine``, ``admin`` ...).
+    """
+
+
+@hookspec
 def register_jobs(scheduler: Any) -> None:
     """Add scheduled jobs with ``scheduler.add(name, func, every=... | cron=...)``.
 

@@ -199,6 +199,9 @@ class Hooks:
         results: list[DirectoryChanges | None] = self._hook.sync_directory(since=since)
         return [r for r in results if r is not None]
 
+    def runtime_opened(self, runtime: Any) -> None:
+        self._hook.runtime_opened(runtime=runtime)
+
     def register_jobs(self, scheduler: Any) -> None:
         self._hook.register_jobs(scheduler=scheduler)
 

@@ -77,6 +77,7 @@ class Runtime:
             default_plugins(self), load_entrypoints=load_entrypoints, extra=plugins
         )
         self.hooks = Hooks(self.pm)
+        self.hooks.runtime_opened(self)
 
     # -- lifecycle ---------------------------------------------------------------------
     @classmethod
