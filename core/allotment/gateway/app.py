@@ -30,6 +30,8 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     extend_interval: float | None = None,
     mock: MockUpstream | None = None,
+    force_mock: bool = False,
+    close_runtime: bool = False,
 ) -> FastAPI:
     """The gateway app for ``runtime`` (an open ``allotment.runtime.Runtime``).
 
@@ -37,15 +39,23 @@ def create_app(
     :param extend_interval: seconds between reservation extensions of a live stream
         (default: a third of the reservation TTL).
     :param mock: the offline upstream (a fresh ``MockUpstream`` by default).
+    :param force_mock: answer every provider with the mock upstream (``serve --demo``).
+    :param close_runtime: close ``runtime`` when the app shuts down (worker processes).
     """
     gateway = GatewayState(
-        runtime, max_body_bytes=max_body_bytes, extend_interval=extend_interval, mock=mock
+        runtime,
+        max_body_bytes=max_body_bytes,
+        extend_interval=extend_interval,
+        mock=mock,
+        force_mock=force_mock,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await gateway.shutdown()  # settle in-flight streams before the process exits
+        if close_runtime:
+            runtime.close()
 
     app = FastAPI(
         title="allotment gateway",

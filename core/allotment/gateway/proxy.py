@@ -147,7 +147,11 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
         if not isinstance(model_name, str) or not model_name:
             raise InvalidRequest("`model` is required")
         provider, model = runtime.resolve_model(model_name)
-        target = resolve_target(runtime, provider, dialect)
+        target = (
+            Target(provider, "mock")
+            if gateway.force_mock
+            else resolve_target(runtime, provider, dialect)
+        )
         tags = extract_tags(request.headers, body)
         stream = route != "embeddings" and body.get("stream") is True
         max_output = _max_output(body, route)

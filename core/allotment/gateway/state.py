@@ -12,8 +12,6 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
-
 from allotment.gateway.forwarding import Forwarder
 from allotment.gateway.metrics import GatewayMetrics
 from allotment.gateway.mock_upstream import MockUpstream
@@ -49,8 +47,10 @@ class GatewayState:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         extend_interval: float | None = None,
         mock: MockUpstream | None = None,
+        force_mock: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.force_mock = force_mock
         self.forwarder = Forwarder()
         self.mock = mock or MockUpstream()
         self.metrics = GatewayMetrics(runtime)
@@ -95,7 +95,6 @@ class GatewayState:
         self.metrics.requests.labels(call.route, str(status), outcome.value).inc()
         if log.isEnabledFor(logging.INFO):
             record: dict[str, Any] = {
-                "event": "call",
                 "request_id": call.request_id,
                 "route": call.route,
                 "provider": call.provider,
@@ -111,7 +110,7 @@ class GatewayState:
                 record["estimated"] = usage.estimated
             if event is not None:
                 record["cost_usd"] = usd_string(event.cost_nanos)
-            log.info(orjson.dumps(record).decode())
+            log.info("call", extra={"fields": record})
 
     async def shutdown(self) -> None:
         """End live streams (charging what they delivered) and wait for every settlement."""
