@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -44,6 +45,7 @@ class KeyRequest(BaseModel):
     email: str
     name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    monthly_budget: Decimal | None = Field(default=None, ge=0, description="a key wallet, USD")
 
 
 @router.get("/people", summary="People in the directory")
@@ -68,7 +70,9 @@ async def list_keys(gateway: AdminDep, email: str | None = None) -> Response:
 
 @router.post("/keys", summary="Issue a key for a person; the secret is shown once", status_code=201)
 async def issue_key(body: KeyRequest, gateway: AdminDep) -> Response:
-    key, key_id = gateway.runtime.admin.issue_key(body.email, body.name, body.labels or None)
+    key, key_id = gateway.runtime.admin.issue_key(
+        body.email, body.name, body.labels or None, body.monthly_budget
+    )
     gateway.runtime.refresh_directory()
     return json_response({"key": key, "key_id": key_id}, status=201)
 
