@@ -34,8 +34,14 @@ people:
 labels:
   feature: {{required: false}}
 upstreams:
-  openai: {{api_key: sk-upstream, api_base: "{fake.openai_base_url}", timeout_seconds: {UPSTREAM_TIMEOUT}}}
-  anthropic: {{api_key: sk-ant-upstream, api_base: "{fake.anthropic_base_url}", timeout_seconds: {UPSTREAM_TIMEOUT}}}
+  openai:
+    api_key: sk-upstream
+    api_base: "{fake.openai_base_url}"
+    timeout_seconds: {UPSTREAM_TIMEOUT}
+  anthropic:
+    api_key: sk-ant-upstream
+    api_base: "{fake.anthropic_base_url}"
+    timeout_seconds: {UPSTREAM_TIMEOUT}
 """
 
 

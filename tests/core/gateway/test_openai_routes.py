@@ -8,7 +8,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from allotment.gateway import create_app
-from allotment.testing.fake_upstream import FakeUpstream, FakeUsage, Script
+from allotment.testing.fake_upstream import FakeUsage, Script
 
 HELLO = [{"role": "user", "content": "hello"}]
 
