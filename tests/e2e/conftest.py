@@ -1,0 +1,193 @@
+"""A real ``allotment serve`` process on 127.0.0.1 in front of the fake provider.
+
+Servers are slow to start, so one gateway (SQLite) serves the whole session; each test
+issues its own keys with their own key budgets, so money assertions never interfere.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from allotment.testing.fake_upstream import FakeUpstream
+
+ADMIN_TOKEN = "e2e-admin-token"
+UPSTREAM_TIMEOUT = 1.5
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def e2e_config(fake: FakeUpstream) -> str:
+    return f"""
+org: {{name: E2E, timezone: UTC, monthly_budget: 100000}}
+tiers:
+  dev: {{monthly_budget: 10000, allow: ["openai/*", "anthropic/*"]}}
+teams:
+  eng: {{monthly_budget: 100000}}
+people:
+  - {{email: dev@acme.example, team: eng, tier: dev}}
+upstreams:
+  openai:
+    api_key: env:E2E_OPENAI_KEY
+    api_base: "{fake.openai_base_url}"
+    timeout_seconds: {UPSTREAM_TIMEOUT}
+  anthropic:
+    api_key: env:E2E_ANTHROPIC_KEY
+    api_base: "{fake.anthropic_base_url}"
+    timeout_seconds: {UPSTREAM_TIMEOUT}
+"""
+
+
+def allotment_command() -> list[str]:
+    script = Path(sys.executable).with_name("allotment")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from allotment.cli import main; main()"]
+
+
+@dataclass
+class Gateway:
+    """A running ``allotment serve`` and the helpers tests use against it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    database_url: str
+    log: Path
+    admin: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admin = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+        )
+
+    def issue_key(self, budget: str = "100", email: str = "dev@acme.example") -> tuple[str, str]:
+        response = self.admin.post(
+            "/admin/keys", json={"email": email, "monthly_budget": budget, "name": "e2e"}
+        )
+        response.raise_for_status()
+        return response.json()["key"], response.json()["key_id"]
+
+    def key_wallet(self, key_id: str) -> dict[str, Any] | None:
+        for wallet in self.admin.get("/admin/budgets").json()["data"]:
+            if wallet["scope"] == "key" and wallet["scope_id"] == key_id:
+                return dict(wallet)
+        return None
+
+    def settled_wallet(self, key_id: str, timeout: float = 10) -> dict[str, Any]:
+        """The key's wallet once nothing is reserved on it (settlement after a disconnect)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            wallet = self.key_wallet(key_id)
+            if wallet is not None and wallet["reserved_nanos"] == 0:
+                return wallet
+            if time.monotonic() > deadline:
+                raise AssertionError(f"key {key_id} still has a reservation: {wallet}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.admin.close()
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def start_gateway(
+    workdir: Path,
+    config: str,
+    *,
+    database_url: str | None = None,
+    args: tuple[str, ...] = (),
+    name: str = "gateway",
+) -> Gateway:
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / f"{name}.yaml"
+    config_path.write_text(config)
+    database_url = database_url or f"sqlite:///{workdir / 'allotment.db'}"
+    port = free_port()
+    env = {
+        **os.environ,
+        "ALLOTMENT_DATABASE_URL": database_url,
+        "ALLOTMENT_ADMIN_TOKEN": ADMIN_TOKEN,
+        "E2E_OPENAI_KEY": "sk-e2e-openai",
+        "E2E_ANTHROPIC_KEY": "sk-e2e-anthropic",
+    }
+    env.pop("ALLOTMENT_CONFIG", None)
+    log = workdir / f"{name}.log"
+    command = [
+        *allotment_command(),
+        "serve",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *args,
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"allotment serve exited: {log.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"allotment serve did not start: {log.read_text()}")
+        time.sleep(0.1)
+    return Gateway(process, url, database_url, log)
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake(fake: FakeUpstream) -> Iterator[None]:
+    fake.reset()
+    yield
+    fake.reset()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Gateway]:
+    server = start_gateway(
+        tmp_path_factory.mktemp("e2e"), e2e_config(fake), args=("--max-body-mb", "1")
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def key(gateway: Gateway) -> tuple[str, str]:
+    """A fresh key with its own $100 budget: (secret, key_id)."""
+    return gateway.issue_key("100")
