@@ -6,9 +6,9 @@ Callers hand over a function of a DBAPI connection; it runs inside one transacti
 from __future__ import annotations
 
 import asyncio
-import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -63,15 +63,13 @@ def connect_sqlite(path: str, synchronous: str = "NORMAL") -> sqlite3.Connection
     return conn
 
 
-class _Stop:
-    pass
-
-
 class SqliteExecutor(Executor):
-    """One writer thread per process; queued operations share one ``BEGIN IMMEDIATE … COMMIT``.
+    """Group commit by flat combining: whoever holds the writer lock commits everyone's work.
 
-    Each operation runs in its own SAVEPOINT so one failing operation rolls back alone.
-    Group commit is what keeps p99 low with many callers on one hot wallet.
+    A caller queues its operation, then takes the writer lock; if another caller already ran
+    it meanwhile, it returns at once, otherwise it runs every queued operation (up to 256) in
+    one ``BEGIN IMMEDIATE … COMMIT``, each in its own SAVEPOINT. A lone caller pays no thread
+    hop; many callers on one hot wallet share one commit, which keeps p99 low.
     """
 
     dialect = "sqlite"
@@ -82,16 +80,16 @@ class SqliteExecutor(Executor):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.synchronous = synchronous
-        self._queue: queue.SimpleQueue[tuple[Op[Any], Future[Any]] | _Stop] = queue.SimpleQueue()
+        self._queue: deque[tuple[Op[Any], Future[Any]]] = deque()
+        self._writer = threading.Lock()
         self._conn = connect_sqlite(path, synchronous)
         # Checkpoints copy the WAL into the database file; doing them inside a commit puts
         # milliseconds on a random request, so a background thread does them instead.
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
         self._local = threading.local()
         self._closed = False
+        self._threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="allotment-ledger")
         self._stop_checkpoints = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="allotment-ledger", daemon=True)
-        self._thread.start()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, name="allotment-checkpoint", daemon=True
         )
@@ -110,16 +108,18 @@ class SqliteExecutor(Executor):
         finally:
             conn.close()
 
-    def submit(self, op: Op[T]) -> Future[T]:
-        future: Future[T] = Future()
-        if self._closed:
-            future.set_exception(LedgerUnavailable("the ledger is closed"))
-            return future
-        self._queue.put((op, future))
-        return future
-
     def run(self, op: Op[T]) -> T:
-        return self.submit(op).result()
+        if self._closed:
+            raise LedgerUnavailable("the ledger is closed")
+        future: Future[T] = Future()
+        self._queue.append((op, future))
+        with self._writer:
+            if not future.done():
+                self._drain()
+        return future.result()
+
+    def submit(self, op: Op[T]) -> Future[T]:
+        return self._threads.submit(self.run, op)
 
     def read(self, op: Op[T]) -> T:
         conn = getattr(self._local, "conn", None)
@@ -128,26 +128,12 @@ class SqliteExecutor(Executor):
             self._local.conn = conn
         return op(conn)
 
-    def _loop(self) -> None:
-        conn = self._conn
-        while True:
-            first = self._queue.get()
-            if isinstance(first, _Stop):
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, _Stop):
-                    stop = True
-                    break
-                batch.append(item)
-            self._run_batch(conn, batch)
-            if stop:
-                return
+    def _drain(self) -> None:
+        batch: list[tuple[Op[Any], Future[Any]]] = []
+        while self._queue and len(batch) < MAX_BATCH:
+            batch.append(self._queue.popleft())
+        if batch:
+            self._run_batch(self._conn, batch)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Op[Any], Future[Any]]]) -> None:
         results: list[tuple[bool, Any]] = []
@@ -200,8 +186,9 @@ class SqliteExecutor(Executor):
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_Stop())
-        self._thread.join(timeout=10)
+        self._threads.shutdown(wait=True)
+        with self._writer:
+            self._drain()
         self._stop_checkpoints.set()
         self._checkpointer.join(timeout=10)
         try:

@@ -24,7 +24,7 @@ GENERATION_KEY = "generation"
 class BudgetRefused(Exception):
     """A wallet could not hold the amount; carries the wallet id that refused."""
 
-    def __init__(self, wallet_id: int) -> None:
+    def __init__(self, wallet_id: int | None) -> None:
         super().__init__(wallet_id)
         self.wallet_id = wallet_id
 
@@ -128,10 +128,11 @@ def row_hash(values: dict[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def entry_hash(event_hash: str, wallet_id: int, amount_nanos: int, ts: datetime) -> str:
-    return row_hash(
-        {"event_hash": event_hash, "wallet_id": wallet_id, "amount_nanos": amount_nanos, "ts": ts}
-    )
+def entry_hash(event_hash: str, wallet_id: int, amount_nanos: int, ts: datetime | str) -> str:
+    """Hash of a ledger entry, chained to its event's hash (``ts`` as text or datetime)."""
+    stamp = ts if isinstance(ts, str) else _hash_value(ts)
+    text = f"{event_hash}|{wallet_id}|{amount_nanos}|{stamp}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Ledger:
@@ -302,10 +303,27 @@ class Ledger:
                 row = conn.execute(self.sql_generation, (GENERATION_KEY,)).fetchone()
                 if row is not None and row[0] != generation:
                     raise StaleDirectory()
-            for wallet_id in ordered:
-                cur = conn.execute(self.sql_reserve_wallet, (amount_nanos, wallet_id, amount_nanos))
-                if cur.rowcount != 1:
-                    raise BudgetRefused(wallet_id)
+            if self._sqlite and ordered:
+                # one writer at a time on SQLite: one statement for every wallet, all or none
+                cur = conn.execute(
+                    self._q(
+                        "UPDATE wallets SET reserved_nanos = reserved_nanos + ? WHERE id IN ("
+                        + ",".join("?" * len(ordered))
+                        + ") AND limit_nanos - spent_nanos - reserved_nanos >= ?"
+                    ),
+                    (amount_nanos, *ordered, amount_nanos),
+                )
+                if cur.rowcount != len(ordered):
+                    raise BudgetRefused(None)
+            else:
+                # PostgreSQL: row locks taken one by one in ascending id order, so
+                # concurrent reservations can never deadlock
+                for wallet_id in ordered:
+                    cur = conn.execute(
+                        self.sql_reserve_wallet, (amount_nanos, wallet_id, amount_nanos)
+                    )
+                    if cur.rowcount != 1:
+                        raise BudgetRefused(wallet_id)
             try:
                 conn.execute(
                     self.sql_insert_reservation,
@@ -360,35 +378,38 @@ class Ledger:
         event: dict[str, Any],
         thresholds: Sequence[Decimal],
         *,
-        state: str = "settled",
+        known: tuple[str, int, tuple[int, ...]] | None = None,
     ) -> tuple[int, bool, dict[str, Any]]:
         """Charge ``event['cost_nanos']`` and release the hold, once.
 
         Returns (event id, created, stored event columns). A second settle of the same
         request returns the first event and changes nothing. A reservation that already
-        expired is charged without releasing again (a late settle), flagged ``late``.
+        expired is charged without releasing again (a late settle), flagged ``late_settle``.
+        ``known`` (reservation id, amount, wallet ids) lets the admitting process skip a read.
         """
 
         def op(conn: Any) -> tuple[int, bool, dict[str, Any]]:
+            if known is not None and conn.execute(self.sql_claim, ("settled", request_id)).rowcount == 1:
+                reservation_id, release, wallet_ids = known
+                values = dict(event, reservation_id=reservation_id)
+                return self._append_event(conn, values, wallet_ids, release, thresholds)
+            row = conn.execute(self.sql_reservation, (request_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no reservation for request {request_id!r}", code="unknown_request")
+            reservation = self._reservation(row)
+            if reservation.state == "open":
+                conn.execute(self.sql_claim, ("settled", request_id))
+                values = dict(event, reservation_id=reservation.id)
+                return self._append_event(
+                    conn, values, reservation.wallet_ids, reservation.amount_nanos, thresholds
+                )
             existing = conn.execute(self.sql_event_by_request, (request_id,)).fetchone()
             if existing is not None:
                 return int(existing[0]), False, self._event_columns(existing)
-            row = conn.execute(self.sql_reservation, (request_id,)).fetchone()
-            if row is None:
-                raise NotFound(
-                    f"no reservation for request {request_id!r}", code="unknown_request"
-                )
-            reservation = self._reservation(row)
-            values = dict(event)
-            values["reservation_id"] = reservation.id
-            release = reservation.amount_nanos
-            if reservation.state == "open":
-                conn.execute(self.sql_claim, (state, request_id))
-            else:
-                # expired (or released): the hold is gone; charge only what was used.
-                release = 0
-                values["flags"] = _add_flag(values.get("flags", ""), "late_settle")
-            return self._append_event(conn, values, reservation.wallet_ids, release, thresholds)
+            # expired: the hold already went back; charge only what was used
+            values = dict(event, reservation_id=reservation.id)
+            values["flags"] = _add_flag(values.get("flags", ""), "late_settle")
+            return self._append_event(conn, values, reservation.wallet_ids, 0, thresholds)
 
         return self.executor.run(op)
 
@@ -414,15 +435,10 @@ class Ledger:
         thresholds: Sequence[Decimal],
     ) -> tuple[int, bool, dict[str, Any]]:
         cost = int(values["cost_nanos"])
-        over: list[int] = []
+        over = False
         crossings: list[tuple[int, Decimal]] = []
-        for wallet_id in wallet_ids:
-            spent, limit = conn.execute(
-                self.sql_settle_wallet, (release_nanos, cost, wallet_id)
-            ).fetchone()
-            spent, limit = int(spent), int(limit)
-            if spent > limit:
-                over.append(wallet_id)
+        for wallet_id, spent, limit in self._charge_wallets(conn, wallet_ids, release_nanos, cost):
+            over = over or spent > limit
             before = spent - cost
             for fraction in thresholds:
                 mark = fraction * limit
@@ -432,16 +448,23 @@ class Ledger:
             values["flags"] = _add_flag(values.get("flags", ""), "over_limit")
         stored = self._normalise_event(values)
         digest = row_hash(stored)
+        ts_db = self.ts(stored["ts"])
         params = [self._db_value(name, stored[name]) for name in EVENT_COLUMNS]
         params.append(digest)
+        params[EVENT_COLUMNS.index("ts")] = ts_db
         event_id = int(conn.execute(self.sql_insert_event, params).fetchone()[0])
-        ts_db = self.ts(stored["ts"])
-        for wallet_id in wallet_ids:
+        if wallet_ids:
+            rows: list[Any] = []
+            stamp = _hash_value(stored["ts"])
+            for wallet_id in wallet_ids:
+                rows.extend((event_id, wallet_id, cost, ts_db, entry_hash(digest, wallet_id, cost, stamp)))
             conn.execute(
-                self.sql_insert_entry,
-                (event_id, wallet_id, cost, ts_db, entry_hash(digest, wallet_id, cost, stored["ts"])),
+                self._q(
+                    "INSERT INTO ledger_entries (event_id, wallet_id, amount_nanos, ts, row_hash) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?)"] * len(wallet_ids))
+                ),
+                rows,
             )
-        created = self.ts(stored["ts"])
         for wallet_id, fraction in crossings:
             payload = orjson.dumps({"wallet_id": wallet_id, "fraction": str(fraction)}).decode()
             conn.execute(
@@ -450,11 +473,36 @@ class Ledger:
                     "budget_threshold",
                     payload,
                     f"budget_threshold:{wallet_id}:{fraction}",
-                    created,
+                    ts_db,
                     self._bool(False),
                 ),
             )
         return event_id, True, stored
+
+    def _charge_wallets(
+        self, conn: Any, wallet_ids: Sequence[int], release_nanos: int, cost: int
+    ) -> list[tuple[int, int, int]]:
+        """Release the hold and add the cost on each wallet; (id, spent, limit) after."""
+        if not wallet_ids:
+            return []
+        if self._sqlite:
+            rows = conn.execute(
+                self._q(
+                    "UPDATE wallets SET reserved_nanos = reserved_nanos - ?, "
+                    "spent_nanos = spent_nanos + ? WHERE id IN ("
+                    + ",".join("?" * len(wallet_ids))
+                    + ") RETURNING id, spent_nanos, limit_nanos"
+                ),
+                (release_nanos, cost, *wallet_ids),
+            ).fetchall()
+            return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+        out = []
+        for wallet_id in sorted(wallet_ids):  # ascending, like reservations: no deadlocks
+            spent, limit = conn.execute(
+                self.sql_settle_wallet, (release_nanos, cost, wallet_id)
+            ).fetchone()
+            out.append((wallet_id, int(spent), int(limit)))
+        return out
 
     def _normalise_event(self, values: dict[str, Any]) -> dict[str, Any]:
         stored = {name: values.get(name) for name in EVENT_COLUMNS}

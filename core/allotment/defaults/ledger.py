@@ -70,19 +70,41 @@ class SqlLedger:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._wallet_cache: dict[WalletSpec, int] = {}
+        self._ids_cache: dict[tuple[Any, ...], list[int]] = {}
+        self._period: tuple[datetime, datetime] | None = None
         self._cache_generation = ""
 
     def wallet_ids(self, principal: Principal | None, intent: CallIntent, at: datetime) -> list[int]:
         directory = self.runtime.directory
         if directory.generation != self._cache_generation:
             self._wallet_cache = {}
+            self._ids_cache = {}
+            self._period = None
             self._cache_generation = directory.generation
+        # the same caller, labels and period always map to the same wallets
+        period = self._period
+        if period is None or not period[0] <= at < period[1]:
+            _, start, end = period_bounds(at, directory.timezone)
+            self._period = period = (start, end)
+            self._ids_cache = {}
+        key = (
+            principal.person_id if principal else None,
+            principal.team_id if principal else None,
+            principal.key_id if principal else None,
+            tuple(sorted(intent.labels.items())),
+        )
+        cached = self._ids_cache.get(key)
+        if cached is not None:
+            return cached
         specs = wallet_specs(directory, principal, intent, at)
         missing = [s for s in specs if s not in self._wallet_cache]
         if missing:
             for s, wallet_id in zip(missing, self.runtime.ledger.ensure_wallets(missing), strict=True):
                 self._wallet_cache[s] = wallet_id
-        return [self._wallet_cache[s] for s in specs]
+        ids = [self._wallet_cache[s] for s in specs]
+        if len(self._ids_cache) < 100_000:
+            self._ids_cache[key] = ids
+        return ids
 
     @hookimpl(trylast=True)
     def reserve(self, principal: Principal, intent: CallIntent, amount: int) -> Reservation | None:
@@ -113,7 +135,7 @@ class SqlLedger:
                 # Holds of crashed callers may be past their TTL: return them and retry once.
                 if attempt == 1 and rt.ledger.expire(datetime.now(UTC)) > 0:
                     continue
-                raise self._budget_denied(refused.wallet_id, amount) from None
+                raise self._budget_denied(refused.wallet_id, wallets, amount) from None
             except DuplicateRequest:
                 raise InvalidRequest(
                     f"request id {intent.request_id!r} was already admitted",
@@ -129,10 +151,17 @@ class SqlLedger:
             expires_at=expires,
         )
 
-    def _budget_denied(self, wallet_id: int, amount: int) -> Denied:
-        wallet = self.runtime.ledger.wallet(wallet_id)
-        if wallet is None:  # pragma: no cover - the wallet was just used
-            return Denied(402, "budget_exceeded", "budget exceeded")
+    def _budget_denied(self, wallet_id: int | None, wallets: list[int], amount: int) -> Denied:
+        states = self.runtime.ledger.wallets_by_ids(wallets)
+        if wallet_id is None:
+            # the order of ``wallets`` is org, team, person, key, labels: name the first short one
+            by_id = {w.id: w for w in states}
+            short = [by_id[w] for w in wallets if w in by_id and by_id[w].available_nanos < amount]
+            wallet = short[0] if short else None
+        else:
+            wallet = next((w for w in states if w.id == wallet_id), None)
+        if wallet is None:  # raced with a settle that freed room: still refused this time
+            return Denied(402, "budget_exceeded", "budget exceeded; try again")
         return Denied(
             402,
             "budget_exceeded",
@@ -191,7 +220,10 @@ class SqlLedger:
         }
         thresholds = rt.thresholds
         if reservation is not None:
-            event_id, _, stored = rt.ledger.settle(intent.request_id, event, thresholds)
+            known = None
+            if reservation.state == "open":
+                known = (reservation.id, reservation.amount_nanos, reservation.wallet_ids)
+            event_id, _, stored = rt.ledger.settle(intent.request_id, event, thresholds, known=known)
         else:
             wallets = self.wallet_ids(principal, intent, at)
             event_id, _, stored = rt.ledger.record(event, wallets, thresholds)

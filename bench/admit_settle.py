@@ -1,0 +1,172 @@
+"""Benchmark admit+settle in-process against a bare conditional UPDATE on the same database.
+
+Prints p50/p99 per call and cycles/s for 1 and 32 callers, each as a ratio to the baseline
+measured in the same run. Usage: python bench/admit_settle.py [--postgres URL] [--cycles N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from allotment import CallIntent, Usage
+from allotment.runtime import Runtime
+from allotment.testing import temporary_runtime
+
+USAGE = Usage(input_tokens=800, cache_read_tokens=200, output_tokens=120)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bare_update(rt: Runtime) -> Callable[[], None]:
+    """One conditional UPDATE on a wallet in its own transaction: the floor for a reservation."""
+    ledger = rt.ledger
+    wallet_id = rt.ledger.all_wallets()[0].id
+    sql = ledger._q(  # noqa: SLF001 - the benchmark reuses the ledger's dialect handling
+        "UPDATE wallets SET reserved_nanos = reserved_nanos + 0 WHERE id = ? "
+        "AND limit_nanos - spent_nanos - reserved_nanos >= 0"
+    )
+
+    def op(conn: Any) -> None:
+        conn.execute(sql, (wallet_id,))
+
+    return lambda: ledger.executor.run(op)
+
+
+def intent_for(key: str) -> CallIntent:
+    return CallIntent(
+        request_id=uuid.uuid4().hex, provider="openai", model="gpt-5.4-mini",
+        credential=key, input_tokens=1000, max_output_tokens=500,
+    )
+
+
+def single_caller(rt: Runtime, key: str, cycles: int) -> dict[str, float]:
+    for _ in range(200):  # warm caches and create the wallet rows
+        a = rt.admit(intent_for(key))
+        rt.settle(a.request_id, USAGE)
+    baseline = bare_update(rt)
+    admit_us: list[float] = []
+    settle_us: list[float] = []
+    base_us: list[float] = []
+    for _ in range(cycles):  # interleaved so machine noise hits both alike
+        intent = intent_for(key)
+        t0 = time.perf_counter()
+        a = rt.admit(intent)
+        t1 = time.perf_counter()
+        rt.settle(a.request_id, USAGE)
+        t2 = time.perf_counter()
+        baseline()
+        t3 = time.perf_counter()
+        admit_us.append((t1 - t0) * 1e6)
+        settle_us.append((t2 - t1) * 1e6)
+        base_us.append((t3 - t2) * 1e6)
+    cycle_s = (sum(admit_us) + sum(settle_us)) / 1e6
+    base_s = sum(base_us) / 1e6
+    return {
+        "admit_p50": pct(admit_us, 0.5), "admit_p99": pct(admit_us, 0.99),
+        "settle_p50": pct(settle_us, 0.5), "settle_p99": pct(settle_us, 0.99),
+        "base_p50": pct(base_us, 0.5), "base_p99": pct(base_us, 0.99),
+        "cycles_per_s": cycles / cycle_s, "base_per_s": cycles / base_s,
+    }
+
+
+def concurrent_callers(rt: Runtime, key: str, callers: int, cycles: int) -> dict[str, float]:
+    admit_us: list[float] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        local = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            a = rt.admit(intent_for(key))
+            local.append((time.perf_counter() - t0) * 1e6)
+            rt.settle(a.request_id, USAGE)
+        with lock:
+            admit_us.extend(local)
+
+    per = max(1, cycles // callers)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(worker, [per] * callers))
+    elapsed = time.perf_counter() - start
+
+    baseline = bare_update(rt)
+    base_us: list[float] = []
+
+    def base_worker(n: int) -> None:
+        local = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            baseline()
+            local.append((time.perf_counter() - t0) * 1e6)
+        with lock:
+            base_us.extend(local)
+
+    start_b = time.perf_counter()
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(base_worker, [per] * callers))
+    base_elapsed = time.perf_counter() - start_b
+    return {
+        "admit_p50": pct(admit_us, 0.5), "admit_p99": pct(admit_us, 0.99),
+        "cycles_per_s": per * callers / elapsed,
+        "base_p50": pct(base_us, 0.5), "base_p99": pct(base_us, 0.99),
+        "base_per_s": per * callers / base_elapsed,
+    }
+
+
+def report(label: str, single: dict[str, float], many: dict[str, float]) -> None:
+    print(f"\n== {label} ==")
+    print(
+        f"1 caller   admit p50 {single['admit_p50']:7.0f} us  p99 {single['admit_p99']:7.0f} us   "
+        f"settle p50 {single['settle_p50']:7.0f} us  p99 {single['settle_p99']:7.0f} us"
+    )
+    print(
+        f"           bare UPDATE p50 {single['base_p50']:6.0f} us  p99 {single['base_p99']:6.0f} us   "
+        f"admit/bare p50 ratio {single['admit_p50'] / single['base_p50']:5.1f}x  "
+        f"p99 ratio {single['admit_p99'] / single['base_p99']:5.1f}x"
+    )
+    print(
+        f"           {single['cycles_per_s']:8.0f} admit+settle cycles/s vs {single['base_per_s']:8.0f} "
+        f"bare UPDATEs/s (ratio {single['cycles_per_s'] / single['base_per_s']:.3f})"
+    )
+    print(
+        f"32 callers admit p50 {many['admit_p50']:7.0f} us  p99 {many['admit_p99']:7.0f} us   "
+        f"{many['cycles_per_s']:8.0f} cycles/s vs {many['base_per_s']:8.0f} bare/s "
+        f"(ratio {many['cycles_per_s'] / many['base_per_s']:.3f}); bare p99 {many['base_p99']:.0f} us"
+    )
+
+
+def run(label: str, directory: Path, database_url: str | None, cycles: int) -> None:
+    with temporary_runtime(directory, database_url=database_url) as rt:
+        key, _ = rt.admin.issue_key("ada@acme.example")
+        single = single_caller(rt, key, cycles)
+        many = concurrent_callers(rt, key, 32, cycles)
+        report(label, single, many)
+        for w in rt.ledger.all_wallets():
+            assert w.spent_nanos + w.reserved_nanos <= w.limit_nanos
+            assert w.reserved_nanos == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cycles", type=int, default=3000)
+    parser.add_argument("--postgres", help="a PostgreSQL URL to measure as well")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run("SQLite (WAL, synchronous=NORMAL), 3 wallets per call", Path(tmp), None, args.cycles)
+        if args.postgres:
+            run("PostgreSQL (pooled), 3 wallets per call", Path(tmp), args.postgres, args.cycles)
+
+
+if __name__ == "__main__":
+    main()
