@@ -101,6 +101,18 @@ class Gateway:
                 raise AssertionError(f"key {key_id} still has a reservation: {wallet}")
             time.sleep(0.05)
 
+    def event(self, request_id: str) -> dict[str, Any]:
+        """The usage event of ``request_id``, read straight from the gateway's database."""
+        from allotment.runtime import Runtime
+        from allotment.settings import Settings
+
+        with Runtime.open(
+            Settings(database_url=self.database_url), load_entrypoints=False, migrate=False
+        ) as runtime:
+            found = runtime.ledger.event(request_id)
+        assert found is not None, f"no usage event for {request_id}"
+        return dict(found[1])
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         self.admin.close()
         if self.process.poll() is None:
@@ -185,6 +197,25 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Ite
     )
     yield server
     server.stop()
+
+
+@pytest.fixture
+def start_gateway_process(tmp_path: Path, fake: FakeUpstream) -> Iterator[Any]:
+    """Start extra gateways for one test: ``start(args=..., database_url=..., name=...)``."""
+    started: list[Gateway] = []
+
+    def start(
+        *, args: tuple[str, ...] = (), database_url: str | None = None, name: str = "gateway"
+    ) -> Gateway:
+        server = start_gateway(
+            tmp_path / name, e2e_config(fake), database_url=database_url, args=args, name=name
+        )
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

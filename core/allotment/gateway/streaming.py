@@ -218,6 +218,9 @@ class SettlingStream(Response):
         except asyncio.CancelledError:  # the server is stopping this request
             pump.cancel()
             self._finish(Outcome.CANCELLED)
+            # end the chunked body cleanly so the client sees a finished stream, not a reset
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._end(send), 1)
             raise
         finally:
             watcher.cancel()
