@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from allotment_bedrock.errors import BedrockCallDenied
-from allotment_bedrock.govern import Governor, govern, governor_of
+from allotment_bedrock.governor import Governor, govern, governor_of
 from allotment_bedrock.streams import GovernedStream
 
 __all__ = ["BedrockCallDenied", "GovernedStream", "Governor", "govern", "governor_of"]

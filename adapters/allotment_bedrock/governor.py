@@ -219,9 +219,10 @@ class Governor:
         headers = {
             str(k).lower(): v for k, v in parsed["ResponseMetadata"].get("HTTPHeaders", {}).items()
         }
-        if _HEADER + "input-token-count" in headers:
-            headers.setdefault(_HEADER + "output-token-count", "0")  # embeddings produce no output
-            return from_bedrock_invoke_headers(headers), flags
+        counts = {k: v for k, v in headers.items() if k.startswith(_HEADER) and k.endswith("-count")}
+        if _HEADER + "input-token-count" in counts:
+            counts.setdefault(_HEADER + "output-token-count", "0")  # embeddings produce no output
+            return from_bedrock_invoke_headers(counts), flags
         return self._body_usage(parsed, call), flags + ("usage_from_body",)
 
     def _body_usage(self, parsed: dict[str, Any], call: CallState) -> Usage:
