@@ -169,7 +169,7 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
             end_user=_end_user(body),
         )
         started = time.perf_counter()
-        admission = await runtime.admit_async(intent)
+        admission = await gateway.admit(intent)
         metrics.admit_latency.observe(time.perf_counter() - started)
     except AllotmentError as exc:
         metrics.denials.labels(exc.code).inc()

@@ -16,18 +16,19 @@ router = APIRouter(tags=["openai"])
 
 
 @router.post("/v1/chat/completions", summary="Chat completion (OpenAI shape)")
-async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
-    return await proxy.handle(gateway, request, "chat")
+async def chat_completions(request: Request) -> Response:
+    # the hot routes read the state directly: dependency resolution costs more than the lookup
+    return await proxy.handle(request.app.state.gateway, request, "chat")
 
 
 @router.post("/v1/completions", summary="Legacy text completion (OpenAI shape)")
-async def completions(request: Request, gateway: GatewayDep) -> Response:
-    return await proxy.handle(gateway, request, "completions")
+async def completions(request: Request) -> Response:
+    return await proxy.handle(request.app.state.gateway, request, "completions")
 
 
 @router.post("/v1/embeddings", summary="Embeddings (OpenAI shape)")
-async def embeddings(request: Request, gateway: GatewayDep) -> Response:
-    return await proxy.handle(gateway, request, "embeddings")
+async def embeddings(request: Request) -> Response:
+    return await proxy.handle(request.app.state.gateway, request, "embeddings")
 
 
 @router.get("/v1/models", summary="The models the caller's tier may use")

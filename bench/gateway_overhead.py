@@ -1,0 +1,201 @@
+"""Added latency and throughput of ``allotment serve`` over calling the provider directly.
+
+The same fake provider (its own process) is called directly and through the gateway (its own
+process, SQLite ledger), interleaved round by round in one run, non-streaming and streaming.
+Prints p50/p99 of each target, the paired added latency, throughput ratios and stream TTFB.
+
+    python bench/gateway_overhead.py [--rounds 2000] [--concurrency 16] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import quantiles
+
+import aiohttp
+import httpx
+
+FAKE = (
+    "import sys, time\n"
+    "from allotment.testing.fake_upstream import FakeUpstream\n"
+    "f = FakeUpstream(port=int(sys.argv[1])).start()\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(10**9)\n"
+)
+CONFIG = """
+org: {{name: Bench, timezone: UTC, monthly_budget: 1000000}}
+tiers: {{dev: {{monthly_budget: 100000, allow: ["openai/*"]}}}}
+teams: {{eng: {{monthly_budget: 1000000}}}}
+people: [{{email: bench@acme.example, team: eng, tier: dev}}]
+upstreams: {{openai: {{api_key: sk-bench, api_base: "http://127.0.0.1:{port}/v1"}}}}
+"""
+BODY = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+STREAM_BODY = {**BODY, "stream": True}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def pct(values: list[float], q: int) -> float:
+    return quantiles(values, n=100, method="inclusive")[q - 1] * 1000
+
+
+async def one(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool
+) -> tuple[float, float]:
+    """(total seconds, seconds to the first body byte)."""
+    start = time.perf_counter()
+    async with session.post(url, json=STREAM_BODY if stream else BODY, headers=headers) as r:
+        first = None
+        async for _ in r.content.iter_any():
+            if first is None:
+                first = time.perf_counter() - start
+        if r.status != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status}")
+    return time.perf_counter() - start, first or 0.0
+
+
+async def sequential(targets: dict[str, tuple[str, dict[str, str]]], rounds: int, stream: bool) -> None:
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
+        for _ in range(50):  # warm up connections and caches
+            for url, headers in targets.values():
+                await one(session, url, headers, stream)
+        for _ in range(rounds):
+            order = list(targets.items())
+            random.shuffle(order)
+            for name, (url, headers) in order:
+                samples[name].append(await one(session, url, headers, stream))
+    kind = "stream" if stream else "non-stream"
+    print(f"\n{kind}, sequential, {rounds} interleaved rounds")
+    for name, values in samples.items():
+        totals = [t for t, _ in values]
+        line = f"  {name:8s} p50 {pct(totals, 50):6.3f} ms  p99 {pct(totals, 99):6.3f} ms"
+        if stream:
+            ttfb = [f for _, f in values]
+            line += f"  TTFB p50 {pct(ttfb, 50):6.3f} ms  p99 {pct(ttfb, 99):6.3f} ms"
+        print(line)
+    added = [g[0] - d[0] for g, d in zip(samples["gateway"], samples["direct"], strict=True)]
+    print(f"  added    p50 {pct(added, 50):+6.3f} ms  p99 {pct(added, 99):+6.3f} ms (paired)")
+    if stream:
+        added_ttfb = [g[1] - d[1] for g, d in zip(samples["gateway"], samples["direct"], strict=True)]
+        print(f"  added TTFB p50 {pct(added_ttfb, 50):+6.3f} ms  p99 {pct(added_ttfb, 99):+6.3f} ms")
+
+
+async def throughput(
+    targets: dict[str, tuple[str, dict[str, str]]], concurrency: int, seconds: float, stream: bool
+) -> None:
+    rates: dict[str, list[float]] = {name: [] for name in targets}
+    latencies: dict[str, list[float]] = {name: [] for name in targets}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        for _block in range(4):  # alternate blocks so drift hits both targets alike
+            for name, (url, headers) in targets.items():
+                done = 0
+                deadline = time.perf_counter() + seconds / 4
+
+                async def worker(url: str = url, headers: dict[str, str] = headers, name: str = name) -> None:
+                    nonlocal done
+                    while time.perf_counter() < deadline:
+                        total, _ = await one(session, url, headers, stream)
+                        latencies[name].append(total)
+                        done += 1
+
+                start = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                rates[name].append(done / (time.perf_counter() - start))
+    kind = "stream" if stream else "non-stream"
+    direct = sum(rates["direct"]) / len(rates["direct"])
+    gateway = sum(rates["gateway"]) / len(rates["gateway"])
+    print(f"\n{kind}, {concurrency} concurrent, {seconds:g}s per target")
+    for name, rate in (("direct", direct), ("gateway", gateway)):
+        print(
+            f"  {name:8s} {rate:8.0f} req/s  p50 {pct(latencies[name], 50):6.2f} ms"
+            f"  p99 {pct(latencies[name], 99):6.2f} ms"
+        )
+    print(f"  gateway/direct throughput ratio {gateway / direct:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="allotment-bench-"))
+    fake_port, gw_port = free_port(), free_port()
+    fake = subprocess.Popen([sys.executable, "-c", FAKE, str(fake_port)], stdout=subprocess.PIPE)
+    assert fake.stdout is not None and fake.stdout.readline().strip() == b"ready"
+    (work / "allotment.yaml").write_text(CONFIG.format(port=fake_port))
+    env = {
+        **os.environ,
+        "ALLOTMENT_DATABASE_URL": f"sqlite:///{work / 'bench.db'}",
+        "ALLOTMENT_ADMIN_TOKEN": "bench-admin",
+    }
+    allotment = Path(sys.executable).with_name("allotment")
+    gateway = subprocess.Popen(
+        [
+            str(allotment),
+            "serve",
+            "--config",
+            str(work / "allotment.yaml"),
+            "--port",
+            str(gw_port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        gw = f"http://127.0.0.1:{gw_port}"
+        wait_http(gw + "/healthz")
+        key = httpx.post(
+            gw + "/admin/keys",
+            json={"email": "bench@acme.example"},
+            headers={"Authorization": "Bearer bench-admin"},
+        ).json()["key"]
+        targets = {
+            "direct": (
+                f"http://127.0.0.1:{fake_port}/v1/chat/completions",
+                {"Authorization": "Bearer sk-bench"},
+            ),
+            "gateway": (gw + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
+        }
+        print(f"python {sys.version.split()[0]}, gateway: 1 uvicorn worker, SQLite ledger")
+        for stream in (False, True):
+            asyncio.run(sequential(targets, args.rounds, stream))
+            asyncio.run(throughput(targets, args.concurrency, args.seconds, stream))
+    finally:
+        gateway.terminate()
+        fake.terminate()
+        gateway.wait()
+        fake.wait()
+
+
+if __name__ == "__main__":
+    main()
