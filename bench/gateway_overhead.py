@@ -116,7 +116,12 @@ async def throughput(
                 done = 0
                 deadline = time.perf_counter() + seconds / 4
 
-                async def worker(url: str = url, headers: dict[str, str] = headers, name: str = name) -> None:
+                async def worker(
+                    url: str = url,
+                    headers: dict[str, str] = headers,
+                    name: str = name,
+                    deadline: float = deadline,
+                ) -> None:
                     nonlocal done
                     while time.perf_counter() < deadline:
                         total, _ = await one(session, url, headers, stream)
