@@ -16,6 +16,7 @@ from allotment.hookspecs import hookimpl
 def ingest_bedrock(
     source: str = typer.Argument(..., help="a file, a directory, or s3://bucket/prefix"),
     region: str | None = typer.Option(None, "--region", help="AWS region of the S3 bucket"),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="an S3-compatible endpoint"),
     database_url: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -23,10 +24,10 @@ def ingest_bedrock(
     from allotment_bedrock.ingest import ingest
 
     s3_client = None
-    if source.startswith("s3://") and region:
+    if source.startswith("s3://") and (region or endpoint_url):
         import boto3
 
-        s3_client = boto3.client("s3", region_name=region)
+        s3_client = boto3.client("s3", region_name=region, endpoint_url=endpoint_url)
     with open_runtime(database_url) as rt:
         summary = ingest(rt, source, s3_client=s3_client).to_dict()
     if as_json:
