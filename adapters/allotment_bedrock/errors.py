@@ -34,8 +34,12 @@ class BedrockCallDenied(Denied):
     @classmethod
     def from_denied(cls, denied: Denied, operation: str, model_id: str) -> BedrockCallDenied:
         return cls(
-            denied.status, denied.code, denied.message, denied.details,
-            operation=operation, model_id=model_id,
+            denied.status,
+            denied.code,
+            denied.message,
+            denied.details,
+            operation=operation,
+            model_id=model_id,
         )
 
     @property

@@ -17,7 +17,11 @@ BYTES_PER_TOKEN = 4  # only for estimates of usage that was never reported
 
 _MEDIA = ("image", "video")
 _OUTPUT_LIMIT_KEYS = (
-    "maxTokens", "max_tokens", "max_gen_len", "max_new_tokens", "maxTokenCount",
+    "maxTokens",
+    "max_tokens",
+    "max_gen_len",
+    "max_new_tokens",
+    "maxTokenCount",
     "max_tokens_to_sample",
 )
 _NESTED_CONFIG_KEYS = ("inferenceConfig", "textGenerationConfig", "parameters")

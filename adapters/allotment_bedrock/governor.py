@@ -16,7 +16,6 @@ from typing import Any
 from allotment.errors import AllotmentError, Denied, InvalidRequest
 from allotment.types import MAX_TOKENS_PER_FIELD, CallIntent, EndpointMode, Outcome, Usage
 from allotment.usage_parsers import from_anthropic, from_bedrock_converse, from_bedrock_invoke_headers
-
 from allotment_bedrock import metadata
 from allotment_bedrock.errors import BedrockCallDenied
 from allotment_bedrock.estimate import (
@@ -73,9 +72,7 @@ class Governor:
     ) -> None:
         service = getattr(getattr(client, "meta", None), "service_model", None)
         if service is None or service.service_name != SERVICE:
-            raise InvalidRequest(
-                f"govern() needs a boto3 {SERVICE!r} client, got {type(client).__name__}"
-            )
+            raise InvalidRequest(f"govern() needs a boto3 {SERVICE!r} client, got {type(client).__name__}")
         if not credential:
             raise InvalidRequest("govern() needs the caller's allotment API key (credential=...)")
         self.client = client
@@ -216,9 +213,7 @@ class Governor:
             flags = tier_flags(parsed.get("serviceTier")) + converse_total_flags(usage)
             return from_bedrock_converse(usage), flags
         flags = tier_flags(parsed.get("serviceTier"))
-        headers = {
-            str(k).lower(): v for k, v in parsed["ResponseMetadata"].get("HTTPHeaders", {}).items()
-        }
+        headers = {str(k).lower(): v for k, v in parsed["ResponseMetadata"].get("HTTPHeaders", {}).items()}
         counts = {k: v for k, v in headers.items() if k.startswith(_HEADER) and k.endswith("-count")}
         if _HEADER + "input-token-count" in counts:
             counts.setdefault(_HEADER + "output-token-count", "0")  # embeddings produce no output
@@ -265,8 +260,12 @@ def govern(
     inference-profile ARNs to the model they serve (also read from ``plugins.bedrock``).
     """
     Governor(
-        client, runtime, credential=credential, labels=labels,
-        inference_profiles=inference_profiles, trace_id=trace_id,
+        client,
+        runtime,
+        credential=credential,
+        labels=labels,
+        inference_profiles=inference_profiles,
+        trace_id=trace_id,
     ).install()
     return client
 

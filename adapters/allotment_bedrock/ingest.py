@@ -14,7 +14,6 @@ from typing import Any
 from allotment.errors import AllotmentError, InvalidRequest
 from allotment.types import CallIntent, EndpointMode, Outcome, Principal, Usage
 from allotment.usage_parsers import from_bedrock_invocation_log
-
 from allotment_bedrock import logs, metadata
 from allotment_bedrock.models import PROVIDER, model_for
 
@@ -146,9 +145,7 @@ class Ingestor:
         logged["cache_write_tokens"] += usage.cache_write_1h_tokens
         if settled == logged:
             return
-        price = self.runtime.hooks.price(
-            PROVIDER, intent.model, usage, intent.at, intent.endpoint_mode.value
-        )
+        price = self.runtime.hooks.price(PROVIDER, intent.model, usage, intent.at, intent.endpoint_mode.value)
         self.summary.drift.append(
             {
                 "request_id": intent.request_id,

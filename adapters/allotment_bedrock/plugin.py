@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+
 from allotment.cli.common import DB_OPTION, JSON_OPTION, emit_json, emit_table, handle_errors, open_runtime
 from allotment.hookspecs import hookimpl
 

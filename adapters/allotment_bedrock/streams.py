@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from allotment.errors import AllotmentError
 from allotment.types import Outcome, Usage, UsageEvent
 from allotment.usage_parsers import from_bedrock_converse, from_bedrock_invocation_log
-
 from allotment_bedrock.estimate import tokens_from_bytes
 
 log = logging.getLogger("allotment.bedrock")
@@ -55,7 +54,8 @@ def converse_total_flags(usage: dict[str, Any]) -> tuple[str, ...]:
     if not isinstance(total, int):
         return ()
     parts = sum(
-        v for k in ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
+        v
+        for k in ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens")
         if isinstance(v := usage.get(k), int)
     )
     return () if parts == total else ("usage_total_mismatch",)
@@ -156,8 +156,10 @@ class InvokeWatcher:
             return None
         metrics = payload.get("amazon-bedrock-invocationMetrics")
         if isinstance(metrics, dict):
-            inp = {k: metrics.get(k) for k in
-                   ("inputTokenCount", "cacheReadInputTokenCount", "cacheWriteInputTokenCount")}
+            inp = {
+                k: metrics.get(k)
+                for k in ("inputTokenCount", "cacheReadInputTokenCount", "cacheWriteInputTokenCount")
+            }
             usage = from_bedrock_invocation_log(
                 {"input": inp, "output": {"outputTokenCount": metrics.get("outputTokenCount")}}
             )

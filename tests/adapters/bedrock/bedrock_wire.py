@@ -36,7 +36,8 @@ def encode_event(event_type: str, payload: dict[str, Any]) -> bytes:
 
 def encode_exception(exception_type: str, message: str) -> bytes:
     headers = {
-        ":message-type": "exception", ":exception-type": exception_type,
+        ":message-type": "exception",
+        ":exception-type": exception_type,
         ":content-type": "application/json",
     }
     head = b"".join(
@@ -102,18 +103,30 @@ class FakeBedrock:
         self.queue: dict[str, list[Canned]] = {}
         client.meta.events.register("before-send.bedrock-runtime", self._send)
 
-    def reply(self, route: str, status: int = 200, headers: dict[str, str] | None = None,
-              body: bytes | dict[str, Any] = b"", piece: int | None = None) -> None:
+    def reply(
+        self,
+        route: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        body: bytes | dict[str, Any] = b"",
+        piece: int | None = None,
+    ) -> None:
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         base = {"x-amzn-requestid": f"aws-{len(self.requests)}-{route}"}
         base["content-type"] = STREAM_TYPE if route.endswith("stream") else "application/json"
         self.queue.setdefault(route, []).append(Canned(status, {**base, **(headers or {})}, data, piece))
 
     def converse(self, usage: dict[str, Any], text: str = "Hi!", **extra: Any) -> None:
-        self.reply("converse", body={
-            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-            "stopReason": "end_turn", "usage": usage, "metrics": {"latencyMs": 12}, **extra,
-        })
+        self.reply(
+            "converse",
+            body={
+                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                "stopReason": "end_turn",
+                "usage": usage,
+                "metrics": {"latencyMs": 12},
+                **extra,
+            },
+        )
 
     def stream(self, route: str, frames: list[bytes], piece: int | None = 5) -> None:
         self.reply(route, body=b"".join(frames), piece=piece)

@@ -37,8 +37,10 @@ def ada_key(rt: Runtime) -> str:
 
 def bedrock_client() -> Any:
     return boto3.client(
-        "bedrock-runtime", region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "bedrock-runtime",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
 
 

@@ -7,7 +7,6 @@ import re
 from typing import Any
 
 import pytest
-from allotment_bedrock import BedrockCallDenied, govern
 from bedrock_wire import FakeBedrock
 from botocore.exceptions import ClientError, ParamValidationError
 from botocore.stub import ANY, Stubber
@@ -15,6 +14,7 @@ from botocore.stub import ANY, Stubber
 from allotment import Denied, Outcome
 from allotment.runtime import Runtime
 from allotment.testing import SAMPLE_CONFIG
+from allotment_bedrock import BedrockCallDenied, govern
 
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 US_SONNET = "us." + SONNET
@@ -25,8 +25,11 @@ HELLO = [{"role": "user", "content": [{"text": "Hello there"}]}]
 ALLOWED = re.compile(r"[a-zA-Z0-9\s:_@$#=/+,\-.]{0,256}")
 
 CACHED_USAGE = {
-    "inputTokens": 1000, "outputTokens": 200, "totalTokens": 8200,
-    "cacheReadInputTokens": 5000, "cacheWriteInputTokens": 2000,
+    "inputTokens": 1000,
+    "outputTokens": 200,
+    "totalTokens": 8200,
+    "cacheReadInputTokens": 5000,
+    "cacheWriteInputTokens": 2000,
     "cacheDetails": [{"ttl": "5m", "inputTokens": 1500}, {"ttl": "1h", "inputTokens": 500}],
 }
 # fresh input excludes the cache: 1000 fresh, 5000 read, 1500 5-minute and 500 1-hour writes
@@ -51,8 +54,12 @@ def test_converse_with_stubber_settles_the_exact_cost_with_cache_tokens(
     with Stubber(client) as stub:
         stub.add_response(
             "converse",
-            {"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
-             "stopReason": "end_turn", "usage": CACHED_USAGE, "metrics": {"latencyMs": 9}},
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
+                "stopReason": "end_turn",
+                "usage": CACHED_USAGE,
+                "metrics": {"latencyMs": 9},
+            },
             # the stubber checks params after our injection: requestMetadata is there
             {"modelId": SONNET, "messages": HELLO, "requestMetadata": ANY},
         )
@@ -60,8 +67,13 @@ def test_converse_with_stubber_settles_the_exact_cost_with_cache_tokens(
     event = event_of(rt, response)
     assert event["cost_nanos"] == CACHED_COST
     assert response["ResponseMetadata"]["AllotmentCostNanos"] == CACHED_COST
-    assert (event["input_tokens"], event["cache_read_tokens"], event["cache_write_tokens"],
-            event["cache_write_1h_tokens"], event["output_tokens"]) == (1000, 5000, 1500, 500, 200)
+    assert (
+        event["input_tokens"],
+        event["cache_read_tokens"],
+        event["cache_write_tokens"],
+        event["cache_write_1h_tokens"],
+        event["output_tokens"],
+    ) == (1000, 5000, 1500, 500, 200)
     assert event["outcome"] == "success" and event["enforced"] is True
     assert event["provider"] == "bedrock" and event["model"] == SONNET
     assert event["person_id"] is not None and event["team_id"] == "engineering"
@@ -80,8 +92,12 @@ def test_metadata_is_injected_and_sanitised_on_the_wire(
     sent = wire.last_body()["requestMetadata"]
     assert len(sent) == 16
     assert list(sent)[:6] == [
-        "allotment_request_id", "allotment_person", "allotment_team", "allotment_cost_center",
-        "allotment_label_environment", "allotment_label_feature",
+        "allotment_request_id",
+        "allotment_person",
+        "allotment_team",
+        "allotment_cost_center",
+        "allotment_label_environment",
+        "allotment_label_feature",
     ]
     assert sent["allotment_request_id"] == response["ResponseMetadata"]["AllotmentRequestId"]
     assert sent["allotment_person"] == "ada@acme.example"  # ours win over the caller's
@@ -100,16 +116,15 @@ def test_long_or_odd_caller_metadata_is_repaired(
 ) -> None:
     govern(client, rt, credential=ada_key)
     wire.converse({"inputTokens": 10, "outputTokens": 5, "totalTokens": 15})
-    client.converse(modelId=SONNET, messages=HELLO,
-                    requestMetadata={"bad key!": "é" * 300, "!!!": "dropped? no: renamed"})
+    client.converse(
+        modelId=SONNET, messages=HELLO, requestMetadata={"bad key!": "é" * 300, "!!!": "dropped? no: renamed"}
+    )
     sent = wire.last_body()["requestMetadata"]
     assert sent["bad key_"] == "_" * 256
     assert sent["___"] == "dropped_ no: renamed"
 
 
-def test_budget_denial_raises_before_any_request_is_sent(
-    rt: Runtime, client: Any, wire: FakeBedrock
-) -> None:
+def test_budget_denial_raises_before_any_request_is_sent(rt: Runtime, client: Any, wire: FakeBedrock) -> None:
     rt.apply_config_text(SAMPLE_CONFIG.replace("monthly_budget: 3000\n", "monthly_budget: 0.01\n"))
     key = rt.admin.issue_key("ada@acme.example")[0]
     govern(client, rt, credential=key)
@@ -128,9 +143,7 @@ def test_budget_denial_raises_before_any_request_is_sent(
     assert reserved(rt) == 0
 
 
-def test_a_model_outside_the_tier_is_refused_with_403(
-    rt: Runtime, client: Any, wire: FakeBedrock
-) -> None:
+def test_a_model_outside_the_tier_is_refused_with_403(rt: Runtime, client: Any, wire: FakeBedrock) -> None:
     key = rt.admin.issue_key("sam@acme.example")[0]
     govern(client, rt, credential=key)
     with pytest.raises(BedrockCallDenied) as caught:
@@ -178,12 +191,11 @@ def test_application_inference_profiles_are_priced_through_the_map(
     assert event["model"] == SONNET and event["cost_nanos"] == 450_000
 
 
-def test_service_tier_is_kept_as_a_flag(
-    rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock
-) -> None:
+def test_service_tier_is_kept_as_a_flag(rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock) -> None:
     govern(client, rt, credential=ada_key)
-    wire.converse({"inputTokens": 100, "outputTokens": 10, "totalTokens": 110},
-                  serviceTier={"type": "priority"})
+    wire.converse(
+        {"inputTokens": 100, "outputTokens": 10, "totalTokens": 110}, serviceTier={"type": "priority"}
+    )
     event = event_of(rt, client.converse(modelId=SONNET, messages=HELLO, serviceTier={"type": "priority"}))
     assert "service_tier_priority" in event["flags"].split(",")
     assert event["cost_nanos"] == 450_000
@@ -193,8 +205,12 @@ def test_a_provider_error_releases_the_reservation(
     rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock
 ) -> None:
     govern(client, rt, credential=ada_key)
-    wire.reply("converse", status=400, headers={"x-amzn-errortype": "ValidationException"},
-               body={"message": "The model returned an error"})
+    wire.reply(
+        "converse",
+        status=400,
+        headers={"x-amzn-errortype": "ValidationException"},
+        body={"message": "The model returned an error"},
+    )
     with pytest.raises(ClientError) as caught:
         client.converse(modelId=SONNET, messages=HELLO)
     assert caught.value.response["Error"]["Code"] == "ValidationException"
@@ -205,14 +221,18 @@ def test_a_provider_error_releases_the_reservation(
     assert reserved(rt) == 0
 
 
-def test_invalid_parameters_reserve_nothing(rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock) -> None:
+def test_invalid_parameters_reserve_nothing(
+    rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock
+) -> None:
     govern(client, rt, credential=ada_key)
     with pytest.raises(ParamValidationError):
         client.converse(modelId=SONNET, messages="not a list")
     assert wire.requests == [] and reserved(rt) == 0
 
 
-def test_governing_a_client_twice_or_another_service_is_refused(rt: Runtime, ada_key: str, client: Any) -> None:
+def test_governing_a_client_twice_or_another_service_is_refused(
+    rt: Runtime, ada_key: str, client: Any
+) -> None:
     import boto3
 
     from allotment.errors import InvalidRequest

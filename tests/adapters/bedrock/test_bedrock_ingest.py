@@ -12,8 +12,6 @@ from typing import Any
 
 import boto3
 import pytest
-from allotment_bedrock import govern
-from allotment_bedrock.ingest import ingest
 from bedrock_wire import FakeBedrock, converse_stream_events
 from moto import mock_aws
 from typer.testing import CliRunner
@@ -21,27 +19,50 @@ from typer.testing import CliRunner
 from allotment.cli import build_app
 from allotment.runtime import Runtime
 from allotment.testing import SAMPLE_CONFIG, temporary_runtime
+from allotment_bedrock import govern
+from allotment_bedrock.ingest import ingest
 
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 ROLE = "arn:aws:sts::123456789012:assumed-role/support-bot/"
-CONFIG = SAMPLE_CONFIG + f"""
+CONFIG = (
+    SAMPLE_CONFIG
+    + f"""
 plugins:
   bedrock:
     arn_map:
       "{ROLE}*": sam@acme.example
 """
+)
 
 
-def record(request_id: str, *, fresh: int = 100, read: int = 0, write: int = 0, output: int = 10,
-           metadata: dict[str, str] | None = None, arn: str = "arn:aws:iam::123456789012:user/x",
-           model: str = SONNET, **extra: Any) -> dict[str, Any]:
+def record(
+    request_id: str,
+    *,
+    fresh: int = 100,
+    read: int = 0,
+    write: int = 0,
+    output: int = 10,
+    metadata: dict[str, str] | None = None,
+    arn: str = "arn:aws:iam::123456789012:user/x",
+    model: str = SONNET,
+    **extra: Any,
+) -> dict[str, Any]:
     rec: dict[str, Any] = {
-        "schemaType": "ModelInvocationLog", "schemaVersion": "1.0",
-        "timestamp": "2026-06-15T12:00:00Z", "accountId": "123456789012",
-        "identity": {"arn": arn}, "region": "us-east-1", "requestId": request_id,
-        "operation": "Converse", "modelId": model,
-        "input": {"inputContentType": "application/json", "inputTokenCount": fresh,
-                  "cacheReadInputTokenCount": read, "cacheWriteInputTokenCount": write},
+        "schemaType": "ModelInvocationLog",
+        "schemaVersion": "1.0",
+        "timestamp": "2026-06-15T12:00:00Z",
+        "accountId": "123456789012",
+        "identity": {"arn": arn},
+        "region": "us-east-1",
+        "requestId": request_id,
+        "operation": "Converse",
+        "modelId": model,
+        "input": {
+            "inputContentType": "application/json",
+            "inputTokenCount": fresh,
+            "cacheReadInputTokenCount": read,
+            "cacheWriteInputTokenCount": write,
+        },
         "output": {"outputContentType": "application/json", "outputTokenCount": output},
         **extra,
     }
@@ -67,10 +88,15 @@ def event(rt: Runtime, request_id: str) -> dict[str, Any]:
 
 
 SAMPLE_LOG = lines(
-    record("aws-1", fresh=2, read=95_500, write=0, output=300,
-           metadata={"allotment_person": "ada@acme.example", "allotment_label_feature": "search"}),
-    record("aws-2", arn=ROLE + "session-7", model="meta.llama3-1-70b-instruct-v1:0",
-           fresh=1000, output=1000),
+    record(
+        "aws-1",
+        fresh=2,
+        read=95_500,
+        write=0,
+        output=300,
+        metadata={"allotment_person": "ada@acme.example", "allotment_label_feature": "search"},
+    ),
+    record("aws-2", arn=ROLE + "session-7", model="meta.llama3-1-70b-instruct-v1:0", fresh=1000, output=1000),
     record("aws-3"),  # an identity nobody mapped
     "{not json",
     json.dumps({"requestId": "aws-4", "timestamp": "2026-06-15T12:00:00Z"}),  # no modelId
@@ -83,7 +109,11 @@ def test_ingest_records_passively_and_a_second_run_changes_nothing(rt: Runtime, 
     path.write_text(SAMPLE_LOG)
     first = ingest(rt, str(path)).to_dict()
     assert {k: first[k] for k in ("records", "recorded", "duplicates", "malformed", "unattributed")} == {
-        "records": 6, "recorded": 3, "duplicates": 0, "malformed": 3, "unattributed": 1,
+        "records": 6,
+        "recorded": 3,
+        "duplicates": 0,
+        "malformed": 3,
+        "unattributed": 1,
     }
     assert first["drift"] == []
     ada = event(rt, "bedrock-log-aws-1")
@@ -109,12 +139,19 @@ def test_gzip_and_cloudwatch_exports_are_read(rt: Runtime, tmp_path: Path) -> No
     # CloudWatch Logs export task: "<timestamp> <message>" per line
     (folder / "export.txt").write_text(f"2026-06-15T12:00:00.000Z {json.dumps(record('cw-1'))}\n")
     # aws logs filter-log-events --output json: messages are JSON strings
-    (folder / "events.json").write_text(json.dumps(
-        {"events": [{"timestamp": 1, "message": json.dumps(record("cw-2"))}]}, indent=2))
+    (folder / "events.json").write_text(
+        json.dumps({"events": [{"timestamp": 1, "message": json.dumps(record("cw-2"))}]}, indent=2)
+    )
     # a subscription delivery, pretty-printed
-    (folder / "sub.json").write_text(json.dumps(
-        {"messageType": "DATA_MESSAGE", "logEvents": [{"id": "1", "message": json.dumps(record("cw-3"))}]},
-        indent=2))
+    (folder / "sub.json").write_text(
+        json.dumps(
+            {
+                "messageType": "DATA_MESSAGE",
+                "logEvents": [{"id": "1", "message": json.dumps(record("cw-3"))}],
+            },
+            indent=2,
+        )
+    )
     (folder / "broken.gz").write_bytes(b"\x1f\x8b not really gzip")
     summary = ingest(rt, str(folder)).to_dict()
     assert (summary["recorded"], summary["malformed"]) == (4, 1)
@@ -130,7 +167,8 @@ def test_drift_between_a_settled_call_and_its_log_is_reported_not_recharged(
     # a stream the caller abandoned: charged from an estimate; the log knows the truth
     wire.stream("converse-stream", converse_stream_events({"inputTokens": 50, "outputTokens": 30}, ["Hi"]))
     response = client.converse_stream(
-        modelId=SONNET, messages=[{"role": "user", "content": [{"text": "Hello there"}]}])
+        modelId=SONNET, messages=[{"role": "user", "content": [{"text": "Hello there"}]}]
+    )
     response["stream"].close()
     abandoned = response["ResponseMetadata"]["AllotmentRequestId"]
     wire.converse({"inputTokens": 100, "outputTokens": 10, "totalTokens": 110})
@@ -138,20 +176,37 @@ def test_drift_between_a_settled_call_and_its_log_is_reported_not_recharged(
     exact_id = exact["ResponseMetadata"]["AllotmentRequestId"]
     sent = json.loads(wire.requests[0].body)["requestMetadata"]
     path = tmp_path / "log.jsonl"
-    path.write_text(lines(
-        record("aws-a", fresh=50, output=30, metadata=sent),
-        record("aws-b", fresh=100, output=10, metadata={"allotment_request_id": exact_id}),
-    ))
+    path.write_text(
+        lines(
+            record("aws-a", fresh=50, output=30, metadata=sent),
+            record("aws-b", fresh=100, output=10, metadata={"allotment_request_id": exact_id}),
+        )
+    )
     before = event(rt, abandoned)
     summary = ingest(rt, str(path)).to_dict()
     assert (summary["recorded"], summary["duplicates"]) == (0, 2)
-    assert summary["drift"] == [{
-        "request_id": abandoned, "aws_request_id": "aws-a", "model": SONNET, "outcome": "cancelled",
-        "settled": {"input_tokens": 6, "cache_read_tokens": 0, "cache_write_tokens": 0, "output_tokens": 0},
-        "logged": {"input_tokens": 50, "cache_read_tokens": 0, "cache_write_tokens": 0, "output_tokens": 30},
-        "settled_cost_nanos": 6 * 3000,
-        "logged_cost_nanos": 50 * 3000 + 30 * 15000,
-    }]
+    assert summary["drift"] == [
+        {
+            "request_id": abandoned,
+            "aws_request_id": "aws-a",
+            "model": SONNET,
+            "outcome": "cancelled",
+            "settled": {
+                "input_tokens": 6,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "output_tokens": 0,
+            },
+            "logged": {
+                "input_tokens": 50,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "output_tokens": 30,
+            },
+            "settled_cost_nanos": 6 * 3000,
+            "logged_cost_nanos": 50 * 3000 + 30 * 15000,
+        }
+    ]
     assert event(rt, abandoned) == before  # reported, never edited or charged twice
 
 
@@ -162,8 +217,9 @@ def test_a_governed_call_never_settled_is_settled_from_its_log(rt: Runtime, tmp_
     admitted = rt.admit(intent(key, model=SONNET, provider="bedrock", request_id="bedrock-lost-1"))
     assert admitted.reservation.amount_nanos > 0
     path = tmp_path / "log.jsonl"
-    path.write_text(lines(record("aws-z", fresh=70, output=7,
-                                 metadata={"allotment_request_id": "bedrock-lost-1"})))
+    path.write_text(
+        lines(record("aws-z", fresh=70, output=7, metadata={"allotment_request_id": "bedrock-lost-1"}))
+    )
     summary = ingest(rt, str(path)).to_dict()
     assert (summary["settled"], summary["recorded"]) == (1, 0)
     settled = event(rt, "bedrock-lost-1")
@@ -187,9 +243,14 @@ def test_cli_ingests_an_s3_prefix_twice_idempotently(tmp_path: Path, path_style_
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="logs")
     prefix = "AWSLogs/123456789012/BedrockModelInvocationLogs/us-east-1/2026/06/15/12"
-    s3.put_object(Bucket="logs", Key=f"{prefix}/a.json.gz",
-                  Body=gzip.compress(lines(record("s3-1"), record("s3-2"), "garbage").encode()))
-    s3.put_object(Bucket="logs", Key="elsewhere/b.json.gz", Body=gzip.compress(lines(record("s3-9")).encode()))
+    s3.put_object(
+        Bucket="logs",
+        Key=f"{prefix}/a.json.gz",
+        Body=gzip.compress(lines(record("s3-1"), record("s3-2"), "garbage").encode()),
+    )
+    s3.put_object(
+        Bucket="logs", Key="elsewhere/b.json.gz", Body=gzip.compress(lines(record("s3-9")).encode())
+    )
     runner = CliRunner()
     args = ["ingest", "bedrock", "s3://logs/AWSLogs/", "--json", "--database-url", url]
     first = runner.invoke(build_app(), args)
@@ -204,7 +265,8 @@ def test_cli_ingests_an_s3_prefix_twice_idempotently(tmp_path: Path, path_style_
 
 def test_cli_reports_a_missing_path_as_an_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
-    result = CliRunner().invoke(build_app(), ["ingest", "bedrock", str(tmp_path / "nope"),
-                                              "--database-url", url])
+    result = CliRunner().invoke(
+        build_app(), ["ingest", "bedrock", str(tmp_path / "nope"), "--database-url", url]
+    )
     assert result.exit_code == 2
     assert "no such file or directory" in result.output

@@ -10,13 +10,13 @@ import json
 from typing import Any
 
 import pytest
-from allotment_bedrock import GovernedStream, govern
-from allotment_bedrock import governor as govern_module
 from bedrock_wire import FakeBedrock, chunk, converse_stream_events, encode_event, encode_exception
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import EventStreamError
 
 from allotment.runtime import Runtime
+from allotment_bedrock import GovernedStream, govern
+from allotment_bedrock import governor as govern_module
 
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 US_SONNET = "us." + SONNET
@@ -118,12 +118,17 @@ def test_invoke_model_settles_from_the_token_headers(
     rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock
 ) -> None:
     govern(client, rt, credential=ada_key, labels={"feature": "search"})
-    wire.reply("invoke", headers={
-        "x-amzn-bedrock-input-token-count": "100", "x-amzn-bedrock-output-token-count": "50",
-        "x-amzn-bedrock-cache-read-input-token-count": "1000",
-        "x-amzn-bedrock-cache-write-input-token-count": "200",
-        "x-amzn-bedrock-service-tier": "flex",
-    }, body={"content": [{"type": "text", "text": "hi"}]})
+    wire.reply(
+        "invoke",
+        headers={
+            "x-amzn-bedrock-input-token-count": "100",
+            "x-amzn-bedrock-output-token-count": "50",
+            "x-amzn-bedrock-cache-read-input-token-count": "1000",
+            "x-amzn-bedrock-cache-write-input-token-count": "200",
+            "x-amzn-bedrock-service-tier": "flex",
+        },
+        body={"content": [{"type": "text", "text": "hi"}]},
+    )
     body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 300, "messages": HELLO})
     response = client.invoke_model(modelId=SONNET, body=body)
     assert json.loads(response["body"].read())["content"][0]["text"] == "hi"
@@ -144,9 +149,14 @@ def test_invoke_model_on_older_botocore_sets_a_signed_metadata_header(
 ) -> None:
     monkeypatch.setattr(govern_module, "invoke_metadata_is_modelled", lambda client: False)
     govern(client, rt, credential=ada_key)
-    wire.reply("invoke", headers={
-        "x-amzn-bedrock-input-token-count": "10", "x-amzn-bedrock-output-token-count": "5",
-    }, body={})
+    wire.reply(
+        "invoke",
+        headers={
+            "x-amzn-bedrock-input-token-count": "10",
+            "x-amzn-bedrock-output-token-count": "5",
+        },
+        body={},
+    )
     response = client.invoke_model(modelId=SONNET, body=b'{"max_tokens": 10}')
     request = wire.requests[0]
     sent = json.loads(request.headers["X-Amzn-Bedrock-Request-Metadata"])
@@ -159,13 +169,22 @@ def test_invoke_model_with_response_stream_settles_from_the_invocation_metrics(
     rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock
 ) -> None:
     govern(client, rt, credential=ada_key)
-    metrics = {"inputTokenCount": 20, "outputTokenCount": 10, "cacheReadInputTokenCount": 100,
-               "cacheWriteInputTokenCount": 0, "invocationLatency": 300, "firstByteLatency": 100}
-    wire.stream("invoke-with-response-stream", [
-        chunk({"type": "message_start", "message": {"usage": {"input_tokens": 20}}}),
-        chunk({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Hi"}}),
-        chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics}),
-    ])
+    metrics = {
+        "inputTokenCount": 20,
+        "outputTokenCount": 10,
+        "cacheReadInputTokenCount": 100,
+        "cacheWriteInputTokenCount": 0,
+        "invocationLatency": 300,
+        "firstByteLatency": 100,
+    }
+    wire.stream(
+        "invoke-with-response-stream",
+        [
+            chunk({"type": "message_start", "message": {"usage": {"input_tokens": 20}}}),
+            chunk({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "Hi"}}),
+            chunk({"type": "message_stop", "amazon-bedrock-invocationMetrics": metrics}),
+        ],
+    )
     body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100, "messages": HELLO})
     response = client.invoke_model_with_response_stream(modelId=US_SONNET, body=body)
     chunks = [json.loads(e["chunk"]["bytes"]) for e in response["body"]]
@@ -182,8 +201,9 @@ def test_invoke_model_without_token_headers_reads_the_body_usage(
     rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock
 ) -> None:
     govern(client, rt, credential=ada_key)
-    wire.reply("invoke", body={"content": [{"text": "hi"}],
-                               "usage": {"input_tokens": 40, "output_tokens": 8}})
+    wire.reply(
+        "invoke", body={"content": [{"text": "hi"}], "usage": {"input_tokens": 40, "output_tokens": 8}}
+    )
     response = client.invoke_model(modelId=SONNET, body=b'{"max_tokens": 10}')
     assert json.loads(response["body"].read())["usage"]["output_tokens"] == 8  # still readable
     event = stored(rt, response["ResponseMetadata"]["AllotmentRequestId"])
