@@ -16,9 +16,7 @@ from allotment.testing.fake_upstream import FakeUpstream
 UPSTREAM_TIMEOUT = 2.0
 
 
-def gateway_config(
-    fake: FakeUpstream, *, dev_budget: str = "10", tiny_budget: str = "0.000001"
-) -> str:
+def gateway_config(fake: FakeUpstream, *, dev_budget: str = "10", tiny_budget: str = "0.000001") -> str:
     return f"""
 org: {{name: Test, timezone: UTC, monthly_budget: 1000}}
 tiers:
@@ -60,9 +58,7 @@ def _fresh_fake(fake: FakeUpstream) -> Iterator[None]:
 
 @pytest.fixture
 def rt(tmp_path: Path, fake: FakeUpstream) -> Iterator[Any]:
-    with temporary_runtime(
-        tmp_path, config=gateway_config(fake), admin_token="test-admin"
-    ) as runtime:
+    with temporary_runtime(tmp_path, config=gateway_config(fake), admin_token="test-admin") as runtime:
         yield runtime
 
 

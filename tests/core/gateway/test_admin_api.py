@@ -16,9 +16,7 @@ def test_directory_listings(client) -> None:
     emails = {p["email"] for p in client.get("/admin/people", headers=ADMIN).json()["data"]}
     assert emails == {"dev@acme.example", "oai@acme.example", "tiny@acme.example"}
     teams = client.get("/admin/teams", headers=ADMIN).json()["data"]
-    assert teams == [
-        {"team": "eng", "name": "eng", "cost_center": "CC-1", "monthly_budget_usd": "500"}
-    ]
+    assert teams == [{"team": "eng", "name": "eng", "cost_center": "CC-1", "monthly_budget_usd": "500"}]
     tiers = {t["tier"]: t for t in client.get("/admin/tiers", headers=ADMIN).json()["data"]}
     assert tiers["openai-only"]["allow"] == ["openai/*"]
 

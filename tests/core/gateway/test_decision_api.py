@@ -5,9 +5,7 @@ from __future__ import annotations
 ADMIN = {"Authorization": "Bearer test-admin"}
 
 
-def test_authorize_reserves_the_worst_case_and_settle_charges_actual(
-    client, key, fake, ledger
-) -> None:
+def test_authorize_reserves_the_worst_case_and_settle_charges_actual(client, key, fake, ledger) -> None:
     response = client.post(
         "/v1/authorize",
         headers={"Authorization": f"Bearer {key}"},

@@ -20,9 +20,7 @@ def chat(client: TestClient, auth: dict[str, str], **body: Any) -> Any:
 
 
 def test_chat_completion_is_charged_at_the_rate_card_price(client, auth, fake, ledger) -> None:
-    fake.default = Script(
-        usage=FakeUsage(input_tokens=1000, cache_read_tokens=200, output_tokens=300)
-    )
+    fake.default = Script(usage=FakeUsage(input_tokens=1000, cache_read_tokens=200, output_tokens=300))
     response = chat(client, auth)
     assert response.status_code == 200
     # gpt-4o: 1000 fresh x $2.50/M + 200 cached x $1.25/M + 300 out x $10/M
@@ -74,9 +72,7 @@ def test_stream_usage_is_requested_and_stripped_when_the_client_did_not_ask(
     ) as response:
         text = response.read().decode()
         request_id = response.headers["x-allotment-request-id"]
-    assert fake.requests_to("/v1/chat/completions")[-1].json["stream_options"] == {
-        "include_usage": True
-    }
+    assert fake.requests_to("/v1/chat/completions")[-1].json["stream_options"] == {"include_usage": True}
     chunks = [orjson.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
     assert all(chunk["choices"] for chunk in chunks), "the usage-only chunk was not stripped"
     expected = 40 * 2_500 + 5 * 10_000
@@ -198,9 +194,7 @@ def test_missing_and_unknown_keys_are_401(client) -> None:
 
 def test_model_outside_the_tier_is_403(client, rt, fake) -> None:
     secret, _ = rt.admin.issue_key("oai@acme.example")
-    response = chat(
-        client, {"Authorization": f"Bearer {secret}"}, model="anthropic/claude-sonnet-4"
-    )
+    response = chat(client, {"Authorization": f"Bearer {secret}"}, model="anthropic/claude-sonnet-4")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "model_not_allowed"
     assert fake.requests == []

@@ -20,18 +20,14 @@ def test_metrics_count_calls_denials_and_wallets(client, auth) -> None:
     client.post("/v1/chat/completions", headers=auth, json=body)
     client.post("/v1/chat/completions", headers={"Authorization": "Bearer nope"}, json=body)
     text = client.get("/metrics").text
-    assert (
-        'allotment_gateway_requests_total{outcome="success",route="chat",status="200"} 1.0' in text
-    )
+    assert 'allotment_gateway_requests_total{outcome="success",route="chat",status="200"} 1.0' in text
     assert 'allotment_gateway_denials_total{code="invalid_api_key"} 1.0' in text
     assert "allotment_gateway_admit_seconds_count 1.0" in text
     assert 'allotment_gateway_upstream_seconds_count{provider="openai"} 1.0' in text
     # 12 in x $2.50/M + 6 out x $10/M = $0.00009 on the org wallet
     assert "allotment_wallet_spent_usd{period=" in text and 'scope="org"' in text
     assert any(
-        line.startswith("allotment_wallet_spent_usd")
-        and 'scope="org"' in line
-        and line.endswith(" 9e-05")
+        line.startswith("allotment_wallet_spent_usd") and 'scope="org"' in line and line.endswith(" 9e-05")
         for line in text.splitlines()
     )
 
