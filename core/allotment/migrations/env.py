@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 from allotment.db import schema  # noqa: F401  (registers the tables)
+from allotment.db import report_schema  # noqa: F401  (report rollups)
 from allotment.db.migrate import create_sa_engine
 
 target_metadata = SQLModel.metadata
