@@ -414,6 +414,18 @@ class Runtime:
     async def extend_async(self, request_id: str, seconds: int | None = None) -> bool:
         return await asyncio.to_thread(self.extend, request_id, seconds)
 
+    def event(self, request_id: str) -> UsageEvent | None:
+        """The usage event settled or recorded for a request, if any."""
+        from allotment.codec import event_from_columns
+
+        found = self.ledger.event(request_id)
+        return None if found is None else event_from_columns(*found)
+
+    def reservation_state(self, request_id: str) -> str | None:
+        """``open``, ``settled`` or ``expired`` for an admitted request; None if never admitted."""
+        state = self.ledger.reservation(request_id)
+        return None if state is None else state.state
+
     def expire_reservations(self, now: datetime | None = None) -> int:
         return self.ledger.expire(now or _now())
 

@@ -211,6 +211,8 @@ def from_bedrock_invoke_headers(headers: Mapping[str, Any], *, estimated: bool =
     what = "bedrock invoke headers"
     lowered: dict[str, Any] = {}
     for key, value in _as_mapping(headers, what).items():
+        if not str(key).lower().endswith("-token-count"):
+            continue  # the response carries other headers too (request id, content type ...)
         text = value.strip() if isinstance(value, str) else value
         if isinstance(text, str):
             if not text.isdigit():

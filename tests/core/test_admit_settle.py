@@ -312,3 +312,13 @@ def test_inactive_person_is_refused(runtime: Runtime, ada: str) -> None:
     with pytest.raises(Denied) as info:
         runtime.admit(intent(ada))
     assert info.value.status == 401
+
+
+def test_event_and_reservation_state_lookups(runtime: Runtime, ada: str) -> None:
+    admission = runtime.admit(intent(ada))
+    assert runtime.reservation_state(admission.request_id) == "open"
+    assert runtime.event(admission.request_id) is None
+    event = runtime.settle(admission.request_id, Usage(output_tokens=10))
+    assert runtime.reservation_state(admission.request_id) == "settled"
+    assert runtime.event(admission.request_id) == event
+    assert runtime.reservation_state("req_unknown") is None

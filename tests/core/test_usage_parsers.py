@@ -227,6 +227,8 @@ def test_bedrock_invoke_headers_case_insensitive() -> None:
             "x-amzn-bedrock-cache-read-input-token-count": "56",
             "x-amzn-bedrock-cache-write-input-token-count": "78",
             "x-amzn-bedrock-invocation-latency": "900",
+            "x-amzn-requestid": "6f1c-not-a-number",
+            "content-type": "application/json",
         }
     )
     assert usage == Usage(
