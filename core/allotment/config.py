@@ -366,7 +366,7 @@ budgets:                         # label budgets: every request carrying the lab
 upstreams:                       # provider credentials are env references, never stored
   openai: {api_key: env:OPENAI_API_KEY}
   anthropic: {api_key: env:ANTHROPIC_API_KEY}
-  mock: {mock: true}             # offline demo upstream: answers every provider locally
+  mock: {mock: true}             # offline demo: answers EVERY provider locally; delete to reach real ones
 
 policy:
   unpriced: deny                 # a model with no rate card is refused, never priced at $0
