@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "allotment.cli.core_cmds",
     "allotment.cli.rates",
     "allotment.cli.serve",
+    "allotment.cli.report_cmds",
 )
 
 
