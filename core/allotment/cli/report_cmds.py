@@ -196,5 +196,94 @@ def _signed(value: str | None) -> str:
     return value + "%" if value.startswith("-") else f"+{value}%"
 
 
+@handle_errors
+def recommend_cmd(
+    days: int = typer.Option(30, "--days", help="look at the last N days of traffic"),
+    group_by: str = typer.Option("feature", "--group-by", "-g", help="label keys naming a workflow"),
+    database_url: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Routing, batch and caching recommendations with their evidence (nothing is changed)."""
+    from allotment.reports.recommend import recommend
+
+    with open_runtime(database_url) as rt:
+        data = recommend(rt, days=days, group_by=_split(group_by))
+    if as_json:
+        return emit_json(data)
+    for rec in data["recommendations"]:
+        target = rec.get("summary") or f"{rec['type']} on {rec['model']}"
+        typer.echo(f"[{rec['confidence']}] {rec['workflow']}: {target} (${rec['monthly_saving_usd']}/month)")
+    if not data["recommendations"]:
+        typer.echo("no recommendations for this window")
+
+
+@handle_errors
+def simulate_cmd(
+    models: str = typer.Option("", "--models", "-m", help="provider/model list, comma-separated"),
+    input_tokens: str | None = typer.Option(None, "--input", help="average input tokens per call"),
+    output_tokens: str | None = typer.Option(None, "--output", help="average output tokens per call"),
+    calls_per_day: str | None = typer.Option(None, "--calls-per-day", help="calls per day"),
+    cached_share: str = typer.Option("0", "--cached-share", help="fraction of input read from cache"),
+    batch_share: str = typer.Option("0", "--batch-share", help="fraction of calls sent as batch"),
+    growth: str = typer.Option("0", "--growth", help="monthly growth, e.g. 0.1 for +10%"),
+    workflow: list[str] = typer.Option([], "--workflow", "-w", help="label key=value: measure this workflow"),
+    days: int = typer.Option(14, "--days", help="with --workflow: the last N days"),
+    database_url: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Compare models side by side for a workload profile: daily, weekly and monthly cost."""
+    from decimal import Decimal, InvalidOperation
+
+    from allotment.reports.simulate import Profile, profile_from_workflow, simulate
+
+    def number(name: str, value: str | None) -> Decimal:
+        if value is None:
+            raise InvalidRequest(f"--{name} is required without --workflow")
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            raise InvalidRequest(f"--{name} must be a number, got {value!r}") from None
+
+    with open_runtime(database_url) as rt:
+        chosen = _split(models)
+        if workflow:
+            labels = dict(item.split("=", 1) for item in workflow if "=" in item)
+            profile, seen = profile_from_workflow(rt, labels, days, number("growth", growth))
+            chosen = chosen or seen
+        else:
+            profile = Profile(
+                number("input", input_tokens), number("output", output_tokens),
+                number("calls-per-day", calls_per_day), number("cached-share", cached_share),
+                number("batch-share", batch_share), number("growth", growth),
+            )
+        data = simulate(rt, profile, chosen)
+    if as_json:
+        return emit_json(data)
+    emit_table(data["models"], ["provider", "model", "card_version", "daily_usd", "weekly_usd", "monthly_usd"])
+
+
+@handle_errors
+def export_cmd(
+    kind: str = typer.Option(..., "--kind", "-k", help="csv, focus, or a plugin's kind"),
+    period: str | None = PERIOD_OPTION,
+    out: str = typer.Option(..., "--out", "-o", help="a directory or s3://bucket/prefix"),
+    shared: str = typer.Option("bucket", "--shared", help="csv: bucket or proportional"),
+    database_url: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Write an export for a period through the export hook (built in: csv, focus)."""
+    with open_runtime(database_url) as rt:
+        p = _period(rt, period)
+        result = rt.hooks.export(kind, p, {"destination": out, "shared": shared})
+    if result is None:
+        raise InvalidRequest(f"no plugin exports {kind!r}")
+    summary = {"kind": result.kind, "period": result.period, "rows": result.rows,
+               "location": result.location, **result.details}
+    emit_json(summary) if as_json else typer.echo(f"{kind} {p}: {result.rows} rows -> {result.location}")
+
+
 def register(cli: typer.Typer) -> None:
     cli.add_typer(report_app, name="report")
+    cli.command("recommend")(recommend_cmd)
+    cli.command("simulate")(simulate_cmd)
+    cli.command("export")(export_cmd)

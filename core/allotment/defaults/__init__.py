@@ -19,6 +19,7 @@ def default_plugins(runtime: Runtime) -> list[tuple[str, object]]:
     from allotment.defaults.jobs import CoreJobs
     from allotment.defaults.ledger import SqlLedger
     from allotment.defaults.policy import TierPolicy
+    from allotment.defaults.reporting import Reporting
     from allotment.defaults.pricing import RateCardPricer
     from allotment.pricing.book import RateCardBook
     from allotment.pricing.cards import default_card_dirs
@@ -29,5 +30,7 @@ def default_plugins(runtime: Runtime) -> list[tuple[str, object]]:
         (BUILTIN_PREFIX + "pricing", RateCardPricer(RateCardBook.load(default_card_dirs()))),
         (BUILTIN_PREFIX + "ledger", SqlLedger(runtime)),
         (BUILTIN_PREFIX + "jobs", CoreJobs(runtime)),
+        (BUILTIN_PREFIX + "anomaly", __import__("allotment.defaults.anomaly").defaults.anomaly.AnomalyDetector()),
         (BUILTIN_PREFIX + "commands", CoreCommands()),
+        (BUILTIN_PREFIX + "reporting", Reporting(runtime)),
     ]
