@@ -14,6 +14,7 @@ BUILTIN_PREFIX = "allotment.defaults."
 
 
 def default_plugins(runtime: Runtime) -> list[tuple[str, object]]:
+    from allotment.defaults.anomaly import AnomalyDetector
     from allotment.defaults.auth import KeyAuthenticator
     from allotment.defaults.commands import CoreCommands
     from allotment.defaults.jobs import CoreJobs
@@ -30,7 +31,7 @@ def default_plugins(runtime: Runtime) -> list[tuple[str, object]]:
         (BUILTIN_PREFIX + "pricing", RateCardPricer(RateCardBook.load(default_card_dirs()))),
         (BUILTIN_PREFIX + "ledger", SqlLedger(runtime)),
         (BUILTIN_PREFIX + "jobs", CoreJobs(runtime)),
-        (BUILTIN_PREFIX + "anomaly", __import__("allotment.defaults.anomaly").defaults.anomaly.AnomalyDetector()),
+        (BUILTIN_PREFIX + "anomaly", AnomalyDetector()),
         (BUILTIN_PREFIX + "commands", CoreCommands()),
         (BUILTIN_PREFIX + "reporting", Reporting(runtime)),
     ]
