@@ -135,8 +135,10 @@ class JobLeader:
         if self._conn is not None:
             try:
                 self._conn.execute(text("SELECT 1"))
+                self._conn.commit()
                 return True
             except Exception:  # the session (and its lock) is gone; try to lead again
+                self._conn.invalidate()
                 self._conn = None
         conn = self.runtime.write_engine.connect()
         got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self.LOCK_KEY}).scalar())
@@ -168,8 +170,13 @@ class JobLeader:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+            # the pooled session outlives close(): give the lock back explicitly
+            try:
+                self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.LOCK_KEY})
+                self._conn.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
         if self._file is not None:
             self._file.close()
             self._file = None
