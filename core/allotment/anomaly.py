@@ -204,11 +204,11 @@ class Detector:
         s = self.settings
         scopes: dict[tuple[str, str], _Scope] = defaultdict(_Scope)
         for row in rows:
-            for scope in self._scopes_of(row):
+            for where in self._scopes_of(row):
                 if row.day == self.today:
-                    scopes[scope].today.append(row)
+                    scopes[where].today.append(row)
                 else:
-                    scopes[scope].history[row.day] += row.cost
+                    scopes[where].history[row.day] += row.cost
         found = []
         for (scope, scope_id), data in sorted(scopes.items()):
             if not data.today or not data.history:
@@ -244,8 +244,8 @@ class Detector:
         offenders: dict[tuple[str, str], list[_Row]] = defaultdict(list)
         for r in today:
             if r.kind == "usage" and r.total_input + r.output > ceiling:
-                scope = ("key", r.key_id) if r.key_id else ("person", r.person_id or "unattributed")
-                offenders[scope].append(r)
+                where = ("key", r.key_id) if r.key_id else ("person", r.person_id or "unattributed")
+                offenders[where].append(r)
         found = []
         for (scope, scope_id), hits in sorted(offenders.items()):
             biggest = max(hits, key=lambda r: (r.total_input + r.output, r.request_id))

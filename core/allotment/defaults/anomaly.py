@@ -25,5 +25,5 @@ class AnomalyDetector:
     def register_jobs(self, scheduler: Any) -> None:
         scheduler.add(
             "detect-anomalies", _detect, every=900,
-            description="queue anomaly_detected for spend spikes, token ceilings, retry storms, verbose output",
+            description="queue anomaly_detected: spend spikes, token ceilings, retry storms, verbose output",
         )
