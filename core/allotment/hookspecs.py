@@ -178,14 +178,17 @@ def anomaly_detected(anomaly: Anomaly) -> None:
 
 
 @hookspec
-def sync_directory(since: datetime | None) -> DirectoryChanges | None:
+def sync_directory(since: datetime | None, config: dict[str, Any]) -> DirectoryChanges | None:
     """Report the people an HR system knows about.
 
-    No default implementation; the Rippling and BambooHR plugins implement it.
+    No default implementation; the Rippling and BambooHR plugins implement it. The core's
+    sync engine (``allotment.sync``) applies the results to people and keys.
 
-    Every implementation runs; results are applied together or not at all.
+    Every implementation runs; results are applied together or not at all (one raising
+    aborts the whole sync before anything is written).
 
-    :param since: the last successful sync, for incremental APIs; ``None`` for a full sync.
+    :param since: the start of the last successful sync, for incremental APIs; ``None`` for a full sync.
+    :param config: the ``plugins:`` section of ``allotment.yaml``; a plugin reads its own key.
     :returns: ``DirectoryChanges``, or ``None`` when the plugin is not configured.
     """
 

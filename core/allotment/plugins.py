@@ -195,8 +195,8 @@ class Hooks:
         result: ExportResult | None = self._hook.export(kind=kind, period=period, options=options)
         return result
 
-    def sync_directory(self, since: datetime | None) -> list[DirectoryChanges]:
-        results: list[DirectoryChanges | None] = self._hook.sync_directory(since=since)
+    def sync_directory(self, since: datetime | None, config: dict[str, Any]) -> list[DirectoryChanges]:
+        results: list[DirectoryChanges | None] = self._hook.sync_directory(since=since, config=config)
         return [r for r in results if r is not None]
 
     def runtime_opened(self, runtime: Any) -> None:

@@ -22,6 +22,7 @@ def default_plugins(runtime: Runtime) -> list[tuple[str, object]]:
     from allotment.defaults.policy import TierPolicy
     from allotment.defaults.reporting import Reporting
     from allotment.defaults.pricing import RateCardPricer
+    from allotment.defaults.sync import DirectorySync
     from allotment.pricing.book import RateCardBook
     from allotment.pricing.cards import default_card_dirs
 
@@ -33,5 +34,6 @@ def default_plugins(runtime: Runtime) -> list[tuple[str, object]]:
         (BUILTIN_PREFIX + "jobs", CoreJobs(runtime)),
         (BUILTIN_PREFIX + "anomaly", AnomalyDetector()),
         (BUILTIN_PREFIX + "commands", CoreCommands()),
+        (BUILTIN_PREFIX + "sync", DirectorySync(runtime)),
         (BUILTIN_PREFIX + "reporting", Reporting(runtime)),
     ]

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "allotment.cli.rates",
     "allotment.cli.serve",
     "allotment.cli.report_cmds",
+    "allotment.cli.sync_cmds",
 )
 
 
