@@ -298,51 +298,63 @@ class Ledger:
         created = self.ts(created_at)
         expires = self.ts(expires_at)
 
-        def op(conn: Any) -> None:
-            if generation is not None:
-                row = conn.execute(self.sql_generation, (GENERATION_KEY,)).fetchone()
-                if row is not None and row[0] != generation:
-                    raise StaleDirectory()
-            if self._sqlite and ordered:
-                # one writer at a time on SQLite: one statement for every wallet, all or none
-                cur = conn.execute(
-                    self._q(
-                        "UPDATE wallets SET reserved_nanos = reserved_nanos + ? WHERE id IN ("
-                        + ",".join("?" * len(ordered))
-                        + ") AND limit_nanos - spent_nanos - reserved_nanos >= ?"
-                    ),
-                    (amount_nanos, *ordered, amount_nanos),
-                )
-                if cur.rowcount != len(ordered):
-                    raise BudgetRefused(None)
-            else:
-                # PostgreSQL: row locks taken one by one in ascending id order, so
-                # concurrent reservations can never deadlock
-                for wallet_id in ordered:
-                    cur = conn.execute(
-                        self.sql_reserve_wallet, (amount_nanos, wallet_id, amount_nanos)
-                    )
-                    if cur.rowcount != 1:
-                        raise BudgetRefused(wallet_id)
-            try:
-                conn.execute(
-                    self.sql_insert_reservation,
-                    (
-                        reservation_id,
-                        request_id,
-                        amount_nanos,
-                        wallet_text,
-                        created,
-                        expires,
-                        context_json,
-                    ),
-                )
-            except Exception as exc:
-                if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
-                    raise DuplicateRequest(request_id) from exc
-                raise
+        reservation_row = (
+            reservation_id, request_id, amount_nanos, wallet_text, created, expires, context_json,
+        )
 
-        self.executor.run(op)
+        def op(conn: Any) -> None:
+            if self._sqlite:
+                self._reserve_sqlite(conn, ordered, amount_nanos, generation, reservation_row)
+            else:
+                self._reserve_postgres(conn, ordered, amount_nanos, generation, reservation_row)
+
+        try:
+            self.executor.run(op)
+        except (BudgetRefused, StaleDirectory):
+            raise
+        except Exception as exc:
+            if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
+                raise DuplicateRequest(request_id) from exc
+            raise
+
+    def _reserve_sqlite(
+        self, conn: Any, ordered: list[int], amount: int, generation: str | None, row: tuple[Any, ...]
+    ) -> None:
+        if generation is not None:
+            current = conn.execute(self.sql_generation, (GENERATION_KEY,)).fetchone()
+            if current is not None and current[0] != generation:
+                raise StaleDirectory()
+        if ordered:
+            # one writer at a time on SQLite: one statement for every wallet, all or none
+            cur = conn.execute(
+                "UPDATE wallets SET reserved_nanos = reserved_nanos + ? WHERE id IN ("
+                + ",".join("?" * len(ordered))
+                + ") AND limit_nanos - spent_nanos - reserved_nanos >= ?",
+                (amount, *ordered, amount),
+            )
+            if cur.rowcount != len(ordered):
+                raise BudgetRefused(None)
+        conn.execute(self.sql_insert_reservation, row)
+
+    def _reserve_postgres(
+        self, conn: Any, ordered: list[int], amount: int, generation: str | None, row: tuple[Any, ...]
+    ) -> None:
+        # Row locks are taken one by one in ascending id order, so concurrent reservations
+        # cannot deadlock; the pipeline sends every statement in one round trip, and a
+        # refusal found afterwards rolls the whole transaction back.
+        with conn.pipeline():
+            current = conn.execute(self.sql_generation, (GENERATION_KEY,))
+            updates = [
+                (wallet_id, conn.execute(self.sql_reserve_wallet, (amount, wallet_id, amount)))
+                for wallet_id in ordered
+            ]
+            conn.execute(self.sql_insert_reservation, row)
+        found = current.fetchone()
+        if generation is not None and found is not None and found[0] != generation:
+            raise StaleDirectory()
+        for wallet_id, cur in updates:
+            if cur.rowcount != 1:
+                raise BudgetRefused(wallet_id)
 
     def reservation(self, request_id: str) -> ReservationState | None:
         def op(conn: Any) -> ReservationState | None:
@@ -496,11 +508,14 @@ class Ledger:
                 (release_nanos, cost, *wallet_ids),
             ).fetchall()
             return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
+        with conn.pipeline():  # one round trip; ascending ids like reservations: no deadlocks
+            cursors = [
+                (wallet_id, conn.execute(self.sql_settle_wallet, (release_nanos, cost, wallet_id)))
+                for wallet_id in sorted(wallet_ids)
+            ]
         out = []
-        for wallet_id in sorted(wallet_ids):  # ascending, like reservations: no deadlocks
-            spent, limit = conn.execute(
-                self.sql_settle_wallet, (release_nanos, cost, wallet_id)
-            ).fetchone()
+        for wallet_id, cur in cursors:
+            spent, limit = cur.fetchone()
             out.append((wallet_id, int(spent), int(limit)))
         return out
 
