@@ -37,7 +37,12 @@ def _context(text: str) -> dict[str, Any]:
 
 
 def _button(text: str, url: str, action_id: str) -> dict[str, Any]:
-    return {"type": "button", "text": {"type": "plain_text", "text": text[:75]}, "url": url, "action_id": action_id}
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text[:75]},
+        "url": url,
+        "action_id": action_id,
+    }
 
 
 def threshold_message(wallet: Wallet, fraction: str, name: str, dashboard_url: str | None) -> dict[str, Any]:
@@ -71,7 +76,9 @@ def threshold_message(wallet: Wallet, fraction: str, name: str, dashboard_url: s
         _context(f"threshold `{fraction}` | wallet `{wallet.id}`"),
     ]
     if dashboard_url:
-        blocks.append({"type": "actions", "elements": [_button("Open dashboard", dashboard_url, "open_dashboard")]})
+        blocks.append(
+            {"type": "actions", "elements": [_button("Open dashboard", dashboard_url, "open_dashboard")]}
+        )
     return {"text": text, "blocks": blocks}
 
 
@@ -86,7 +93,9 @@ def anomaly_message(anomaly: Anomaly, repeat: bool, dashboard_url: str | None) -
     top = details.get("top_request_type")
     if top:
         share = f"{top['provider']}/{top['model']} ({top['endpoint_mode']}, {top['task']})"
-        fields.append(_field("Top request type", f"{share}: {_usd(int(top['cost_nanos']))}, {top['requests']} req"))
+        fields.append(
+            _field("Top request type", f"{share}: {_usd(int(top['cost_nanos']))}, {top['requests']} req")
+        )
     if details.get("trace_ids"):
         fields.append(_field("Trace ids", ", ".join(f"`{t}`" for t in details["trace_ids"][:5])))
     window = details.get("window") or {}
@@ -94,11 +103,17 @@ def anomaly_message(anomaly: Anomaly, repeat: bool, dashboard_url: str | None) -
         fields.append(_field("Window", f"{window.get('start', '')[:16]} to {window.get('end', '')[:16]} UTC"))
     blocks: list[dict[str, Any]] = [
         _header(f"{icon} {prefix}AI spend anomaly - {anomaly.scope} {anomaly.scope_id}"),
-        {"type": "section", "text": {"type": "mrkdwn", "text": _cut(anomaly.summary, SECTION_MAX)}, "fields": fields[:10]},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": _cut(anomaly.summary, SECTION_MAX)},
+            "fields": fields[:10],
+        },
         _context(f"rule `{anomaly.rule}` | dedup `{anomaly.dedup_key}`"),
     ]
     if dashboard_url:
-        blocks.append({"type": "actions", "elements": [_button("Open dashboard", dashboard_url, "open_dashboard")]})
+        blocks.append(
+            {"type": "actions", "elements": [_button("Open dashboard", dashboard_url, "open_dashboard")]}
+        )
     return {"text": _cut(text, SECTION_MAX), "blocks": blocks}
 
 
@@ -114,6 +129,9 @@ def summary_message(period: str, org: str, rows: list[tuple[str, int, int]]) -> 
         "blocks": [
             _header(f":bar_chart: AI spend summary - {period}"),
             {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_usd(total)}* spent across {org}."}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": _cut("\n".join(lines) or "No spend.", SECTION_MAX)}},
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _cut("\n".join(lines) or "No spend.", SECTION_MAX)},
+            },
         ],
     }

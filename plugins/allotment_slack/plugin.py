@@ -10,10 +10,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from allotment.hookspecs import hookimpl
-from allotment.types import Anomaly, Wallet
 from sqlalchemy import text
 
+from allotment.hookspecs import hookimpl
+from allotment.types import Anomaly, Wallet
 from allotment_slack.messages import anomaly_message, summary_message, threshold_message
 from allotment_slack.records import PREFIX, THREAD_PREFIX, Records
 from allotment_slack.settings import SlackSettings
@@ -68,11 +68,16 @@ class SlackAlerts:
     @hookimpl
     def register_jobs(self, scheduler: Any) -> None:
         scheduler.add(
-            "slack-retry-parked", self.retry_parked, every=60,
+            "slack-retry-parked",
+            self.retry_parked,
+            every=60,
             description="resend Slack alerts parked after a long outage (honours Retry-After)",
         )
         scheduler.add(
-            "slack-monthly-summary", self.monthly_summary, cron="0 9 1 * *", period="month",
+            "slack-monthly-summary",
+            self.monthly_summary,
+            cron="0 9 1 * *",
+            period="month",
             description="post last month's AI spend per team to Slack (plugins.slack.monthly_summary)",
         )
 
@@ -108,7 +113,10 @@ class SlackAlerts:
             return {"skipped": "plugins.slack.monthly_summary is off"}
         with runtime.engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT scope_id, spent_nanos, limit_nanos FROM wallets WHERE scope = 'team' AND period = :p"),
+                text(
+                    "SELECT scope_id, spent_nanos, limit_nanos FROM wallets "
+                    "WHERE scope = 'team' AND period = :p"
+                ),
                 {"p": period},
             ).fetchall()
         teams = runtime.directory.teams
@@ -135,7 +143,11 @@ class SlackAlerts:
             self._not_before = self.clock() + timedelta(seconds=exc.after)
 
     def _send(
-        self, runtime: Runtime, settings: SlackSettings, key: str, message: dict[str, Any],
+        self,
+        runtime: Runtime,
+        settings: SlackSettings,
+        key: str,
+        message: dict[str, Any],
         thread_name: str | None = None,
     ) -> None:
         """Post once. Raises ``RetryLater``/``SlackError`` so the outbox retries with back-off."""
@@ -155,8 +167,13 @@ class SlackAlerts:
                 # the outbox dead-letters after a few attempts; a long outage must not lose the alert
                 records.put(
                     name,
-                    {"state": "parked", "attempts": attempts, "message": message, "thread": thread_name,
-                     "error": str(exc)[:500]},
+                    {
+                        "state": "parked",
+                        "attempts": attempts,
+                        "message": message,
+                        "thread": thread_name,
+                        "error": str(exc)[:500],
+                    },
                 )
                 log.warning("slack alert %s parked after %s attempts: %s", key, attempts, exc)
                 return
@@ -165,7 +182,10 @@ class SlackAlerts:
         self._remember(records, name, thread_name, posted)
 
     def _remember(self, records: Records, name: str, thread_name: str | None, posted: Posted) -> None:
-        records.put(name, {"state": "sent", "channel": posted.channel, "ts": posted.ts, "at": self.clock().isoformat()})
+        records.put(
+            name,
+            {"state": "sent", "channel": posted.channel, "ts": posted.ts, "at": self.clock().isoformat()},
+        )
         if thread_name and records.get(thread_name) is None:
             records.put(thread_name, {"channel": posted.channel, "ts": posted.ts})
 

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from allotment.errors import ConfigError
-
 from allotment_slack.transport import BotTransport, Transport, WebhookTransport
 
 SCOPES = ("org", "team", "person", "key", "label")

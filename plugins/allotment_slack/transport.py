@@ -11,7 +11,13 @@ from typing import Any, Protocol
 from allotment_slack.wire import RetryLater, SlackError, post_json
 
 # chat.postMessage answers HTTP 200 with ok=false; only "ratelimited" is worth retrying
-_TRANSIENT_API_ERRORS = {"ratelimited", "service_unavailable", "internal_error", "fatal_error", "request_timeout"}
+_TRANSIENT_API_ERRORS = {
+    "ratelimited",
+    "service_unavailable",
+    "internal_error",
+    "fatal_error",
+    "request_timeout",
+}
 
 
 @dataclass(frozen=True)
