@@ -39,7 +39,7 @@ def dashboard(rt: Runtime, now: datetime | None = None, costliest: int = 10) -> 
     today = local_today(tz, now)
     month_start = today.replace(day=1)
     first = min(shift(today, -29), month_start)
-    facts = read_facts(rt, TEAM, first, shift(today, 1), by_day=True)
+    facts = read_facts(rt, TEAM, first, shift(today, 1), by_day=True, keep=("provider", "model"))
     month = [f for f in facts if f["day"] >= month_start.isoformat()]
     month_spend = sum(f["cost_nanos"] for f in month)
     providers: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

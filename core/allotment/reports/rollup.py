@@ -221,10 +221,16 @@ def _write_state(conn: Connection, watermark: int, zone: str, *, existed: bool) 
 
 
 def read_facts(
-    rt: Runtime, spec: RollupSpec, start: date, end: date, *, by_day: bool = False
+    rt: Runtime, spec: RollupSpec, start: date, end: date, *, by_day: bool = False,
+    keep: tuple[str, ...] | None = None,
 ) -> list[Fact]:
-    """Summed facts per dims (and per local day with ``by_day``) for local days [start, end)."""
+    """Summed facts per dims (and per local day with ``by_day``) for local days [start, end).
+
+    ``keep`` groups by a subset of the dims only, so the database returns fewer rows.
+    """
     tz = rt.directory.timezone
+    kept = keep or spec.names
+    picks = [spec.names.index(name) for name in kept]
     with rt.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             # one snapshot for watermark, rollup and tail, so a concurrent fold is never double-counted
@@ -235,16 +241,19 @@ def read_facts(
                 last = 0  # rollups built for another zone are ignored until rebuilt
             merged: dict[tuple[Any, ...], list[int]] = {}
             if last > 0:
-                for key, values in _rollup_rows(conn, spec, start, end, by_day):
+                for key, values in _rollup_rows(conn, spec, kept, start, end, by_day):
                     _add(merged, key, values)
             ts0 = rt.ledger.ts(day_start_utc(start, tz))
             ts1 = rt.ledger.ts(day_start_utc(end, tz))
+            # the tail is the few events past the watermark: walk the primary key, not the ts index
+            ts = "+ts" if conn.dialect.name == "sqlite" and last > 0 else "ts"
             tail = _aggregate_events(
-                conn, spec, tz, "id > :lo AND ts >= :t0 AND ts < :t1", {"lo": last, "t0": ts0, "t1": ts1}
+                conn, spec, tz, f"id > :lo AND {ts} >= :t0 AND {ts} < :t1", {"lo": last, "t0": ts0, "t1": ts1}
             )
             for key, values in tail.items():
-                _add(merged, key if by_day else key[1:], values)
-    names = ("day", *spec.names) if by_day else spec.names
+                projected = tuple(key[1 + i] for i in picks)
+                _add(merged, (key[0], *projected) if by_day else projected, values)
+    names = ("day", *kept) if by_day else kept
     return [
         {**dict(zip(names, key, strict=True)), **dict(zip(METRICS, values, strict=True))}
         for key, values in merged.items()
@@ -252,15 +261,15 @@ def read_facts(
 
 
 def _rollup_rows(
-    conn: Connection, spec: RollupSpec, start: date, end: date, by_day: bool
+    conn: Connection, spec: RollupSpec, kept: tuple[str, ...], start: date, end: date, by_day: bool
 ) -> Iterable[tuple[tuple[Any, ...], list[int]]]:
-    dims = ", ".join(("day", *spec.names) if by_day else spec.names)
+    dims = ", ".join(("day", *kept) if by_day else kept)
     sums = ", ".join(f"SUM({m})" for m in METRICS)
     sql = f"SELECT {dims}, {sums} FROM {spec.table} WHERE day >= :a AND day < :b GROUP BY {dims}"
     lead = 1 if by_day else 0
-    width = len(spec.dims) + lead
+    width = len(kept) + lead
     for row in conn.execute(text(sql), {"a": start.isoformat(), "b": end.isoformat()}):
-        key = (*row[:lead], *_normalize(spec, row[lead:width]))
+        key = (*row[:lead], *(bool(v) if n == "enforced" else v for n, v in zip(kept, row[lead:width], strict=True)))
         yield key, [int(v or 0) for v in row[width:]]
 
 
