@@ -26,9 +26,16 @@ from allotment.reports.workflows import workflow_report
 from allotment.runtime import Runtime
 from allotment.testing import temporary_runtime
 
-MODELS = [("openai", "gpt-5.4"), ("openai", "gpt-5.4-mini"), ("openai", "gpt-4.1"), ("openai", "gpt-4.1-mini"),
-          ("anthropic", "claude-sonnet-4"), ("anthropic", "claude-sonnet-4-5"), ("google", "gemini-2.5-pro"),
-          ("openai", "gpt-4o")]
+MODELS = [
+    ("openai", "gpt-5.4"),
+    ("openai", "gpt-5.4-mini"),
+    ("openai", "gpt-4.1"),
+    ("openai", "gpt-4.1-mini"),
+    ("anthropic", "claude-sonnet-4"),
+    ("anthropic", "claude-sonnet-4-5"),
+    ("google", "gemini-2.5-pro"),
+    ("openai", "gpt-4o"),
+]
 FEATURES = [f"wf-{i:02d}" for i in range(20)]
 END = datetime(2026, 8, 1, 4, tzinfo=UTC)  # 1 August, New York midnight
 DAYS = 93
@@ -51,18 +58,42 @@ def generate(rt: Runtime, count: int, batch: int = 50_000) -> None:
             person = rng.randrange(5000)
             provider, model = MODELS[rng.randrange(8)]
             ts = start + timedelta(seconds=span * i / count)
-            rows.append({
-                "request_id": f"b{i}", "kind": "usage", "ts": ts.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else ts,
-                "person_id": f"p{person}", "team_id": f"t{person % 200}", "key_id": None,
-                "cost_center": f"CC-{person % 200:03d}", "provider": provider, "model": model,
-                "endpoint_mode": "sync", "input_tokens": rng.randrange(100, 5000), "cache_read_tokens": 0,
-                "cache_write_tokens": 0, "cache_write_1h_tokens": 0, "output_tokens": rng.randrange(10, 1500),
-                "reasoning_tokens": 0, "tool_calls": 0, "search_calls": 0, "estimated": False,
-                "cost_nanos": rng.randrange(10_000, 50_000_000), "estimate_nanos": 0, "external_cost_nanos": None,
-                "card_version": "bench", "outcome": "success", "enforced": True,
-                "labels": labels[(person * 7 + i % 3) % len(labels)], "trace_id": None, "retry_of": None,
-                "end_user": None, "reservation_id": None, "flags": "", "row_hash": "0" * 64,
-            })
+            rows.append(
+                {
+                    "request_id": f"b{i}",
+                    "kind": "usage",
+                    "ts": ts.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else ts,
+                    "person_id": f"p{person}",
+                    "team_id": f"t{person % 200}",
+                    "key_id": None,
+                    "cost_center": f"CC-{person % 200:03d}",
+                    "provider": provider,
+                    "model": model,
+                    "endpoint_mode": "sync",
+                    "input_tokens": rng.randrange(100, 5000),
+                    "cache_read_tokens": 0,
+                    "cache_write_tokens": 0,
+                    "cache_write_1h_tokens": 0,
+                    "output_tokens": rng.randrange(10, 1500),
+                    "reasoning_tokens": 0,
+                    "tool_calls": 0,
+                    "search_calls": 0,
+                    "estimated": False,
+                    "cost_nanos": rng.randrange(10_000, 50_000_000),
+                    "estimate_nanos": 0,
+                    "external_cost_nanos": None,
+                    "card_version": "bench",
+                    "outcome": "success",
+                    "enforced": True,
+                    "labels": labels[(person * 7 + i % 3) % len(labels)],
+                    "trace_id": None,
+                    "retry_of": None,
+                    "end_user": None,
+                    "reservation_id": None,
+                    "flags": "",
+                    "row_hash": "0" * 64,
+                }
+            )
         with rt.write_engine.begin() as conn:
             conn.execute(sql, rows)
         made += len(rows)
@@ -125,9 +156,10 @@ def main() -> None:
         server.start()
         try:
             print(f"== PostgreSQL, {args.events:,} events")
-            with tempfile.TemporaryDirectory() as folder, temporary_runtime(
-                Path(folder), database_url=server.create_database()
-            ) as rt:
+            with (
+                tempfile.TemporaryDirectory() as folder,
+                temporary_runtime(Path(folder), database_url=server.create_database()) as rt,
+            ):
                 run(rt, args.events)
         finally:
             server.stop()

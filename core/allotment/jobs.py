@@ -241,7 +241,10 @@ def _claim(runtime: Runtime, job: str, key: str, now: datetime) -> bool:
 def _finish(runtime: Runtime, job: str, key: str, status: str, detail: str | None) -> None:
     with runtime.write_engine.begin() as conn:
         conn.execute(
-            text("UPDATE job_runs SET status = :s, finished_at = :t, detail = :d WHERE job = :j AND period_key = :k"),
+            text(
+                "UPDATE job_runs SET status = :s, finished_at = :t, detail = :d "
+                "WHERE job = :j AND period_key = :k"
+            ),
             {"s": status, "t": runtime.ledger.ts(datetime.now(UTC)), "d": detail, "j": job, "k": key},
         )
 

@@ -19,7 +19,9 @@ report_app = typer.Typer(help="Finance, workflow and dashboard reports.", no_arg
 FORMATS = ("table", "json", "csv", "html")
 FORMAT_OPTION = typer.Option("table", "--format", "-f", help="table, json, csv or html")
 OUT_OPTION = typer.Option(None, "--out", "-o", help="write to this file instead of stdout")
-PERIOD_OPTION = typer.Option(None, "--period", "-p", help="YYYY-MM in the org time zone (default: this month)")
+PERIOD_OPTION = typer.Option(
+    None, "--period", "-p", help="YYYY-MM in the org time zone (default: this month)"
+)
 
 
 def _format(fmt: str, as_json: bool) -> str:
@@ -91,7 +93,10 @@ def report_spend(
         f"overages ${report['overage_usd']}; {report['enforced_percent'] or 0}% enforced; "
         f"{report['active_people']} active people"
     )
-    emit_table(report["teams"], ["team_id", "cost_center", "spent_usd", "budget_usd", "used_percent", "status", "active_people"])
+    emit_table(
+        report["teams"],
+        ["team_id", "cost_center", "spent_usd", "budget_usd", "used_percent", "status", "active_people"],
+    )
     if report.get("shared_bucket", {}).get("spent_nanos"):
         typer.echo(f"shared (no team): ${report['shared_bucket']['spent_usd']}")
     emit_table(report["providers"], ["provider", "spent_usd", "share_percent", "requests", "tokens"])
@@ -104,8 +109,12 @@ def report_spend(
 def report_workflows(
     period: str | None = PERIOD_OPTION,
     group_by: str = typer.Option("feature", "--group-by", "-g", help="label keys, comma-separated"),
-    release: str | None = typer.Option(None, "--release", help="YYYY-MM-DD: compare per-day spend before/after"),
-    success: str | None = typer.Option(None, "--success", help="outcomes that count as success, comma-separated"),
+    release: str | None = typer.Option(
+        None, "--release", help="YYYY-MM-DD: compare per-day spend before/after"
+    ),
+    success: str | None = typer.Option(
+        None, "--success", help="outcomes that count as success, comma-separated"
+    ),
     fmt: str = FORMAT_OPTION,
     out: Path | None = OUT_OPTION,
     database_url: str | None = DB_OPTION,
@@ -119,7 +128,9 @@ def report_workflows(
     kind = _format(fmt, as_json)
     with open_runtime(database_url) as rt:
         report = workflow_report(
-            rt, _period(rt, period), _split(group_by),
+            rt,
+            _period(rt, period),
+            _split(group_by),
             release=parse_day(release) if release else None,
             success=frozenset(s.lower() for s in _split(success)) or SUCCESS_OUTCOMES,
         )
@@ -137,14 +148,42 @@ def report_workflows(
         f"labeled ${report['labeled_usd']} of ${report['total_usd']}; "
         f"{report['labeled_enforced_share_percent'] or 0}% of enforced requests labeled"
     )
-    emit_table(rows, ["workflow", "requests", "top_model", "spend_usd", "trend_percent", "cost_per_success_usd", "retry_rate_percent", "cached_share_percent"])
+    emit_table(
+        rows,
+        [
+            "workflow",
+            "requests",
+            "top_model",
+            "spend_usd",
+            "trend_percent",
+            "cost_per_success_usd",
+            "retry_rate_percent",
+            "cached_share_percent",
+        ],
+    )
 
 
 WORKFLOW_COLUMNS = (
-    "workflow", "requests", "enforced_requests", "spend_usd", "trend_percent", "top_model",
-    "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "errors",
-    "retries", "retry_rate_percent", "outcomes", "successful_outcomes", "cost_per_success_usd",
-    "retries_per_outcome", "cached_share_percent", "batch_share_percent", "output_input_ratio",
+    "workflow",
+    "requests",
+    "enforced_requests",
+    "spend_usd",
+    "trend_percent",
+    "top_model",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "errors",
+    "retries",
+    "retry_rate_percent",
+    "outcomes",
+    "successful_outcomes",
+    "cost_per_success_usd",
+    "retries_per_outcome",
+    "cached_share_percent",
+    "batch_share_percent",
+    "output_input_ratio",
 )
 
 
@@ -252,14 +291,19 @@ def simulate_cmd(
             chosen = chosen or seen
         else:
             profile = Profile(
-                number("input", input_tokens), number("output", output_tokens),
-                number("calls-per-day", calls_per_day), number("cached-share", cached_share),
-                number("batch-share", batch_share), number("growth", growth),
+                number("input", input_tokens),
+                number("output", output_tokens),
+                number("calls-per-day", calls_per_day),
+                number("cached-share", cached_share),
+                number("batch-share", batch_share),
+                number("growth", growth),
             )
         data = simulate(rt, profile, chosen)
     if as_json:
         return emit_json(data)
-    emit_table(data["models"], ["provider", "model", "card_version", "daily_usd", "weekly_usd", "monthly_usd"])
+    emit_table(
+        data["models"], ["provider", "model", "card_version", "daily_usd", "weekly_usd", "monthly_usd"]
+    )
 
 
 @handle_errors
@@ -277,8 +321,13 @@ def export_cmd(
         result = rt.hooks.export(kind, p, {"destination": out, "shared": shared})
     if result is None:
         raise InvalidRequest(f"no plugin exports {kind!r}")
-    summary = {"kind": result.kind, "period": result.period, "rows": result.rows,
-               "location": result.location, **result.details}
+    summary = {
+        "kind": result.kind,
+        "period": result.period,
+        "rows": result.rows,
+        "location": result.location,
+        **result.details,
+    }
     emit_json(summary) if as_json else typer.echo(f"{kind} {p}: {result.rows} rows -> {result.location}")
 
 

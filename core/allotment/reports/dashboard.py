@@ -59,16 +59,29 @@ def dashboard(rt: Runtime, now: datetime | None = None, costliest: int = 10) -> 
         "generated_at": (now or datetime.now(UTC)).isoformat(),
         "timezone": tz.key,
         "today": {"date": today.isoformat(), **_window(facts, today.isoformat(), 1)},
-        "month": {"period": period, **_window(month, month_start.isoformat(), (today - month_start).days + 1)},
+        "month": {
+            "period": period,
+            **_window(month, month_start.isoformat(), (today - month_start).days + 1),
+        },
         "last_7_days": _window(facts, shift(today, -6).isoformat(), 7),
         "last_30_days": _window(facts, shift(today, -29).isoformat(), 30),
         "daily": [
-            {"date": shift(today, -i).isoformat(), **money("spend", daily.get(shift(today, -i).isoformat(), 0))}
+            {
+                "date": shift(today, -i).isoformat(),
+                **money("spend", daily.get(shift(today, -i).isoformat(), 0)),
+            }
             for i in range(29, -1, -1)
         ],
         "providers": sorted(
-            ({"provider": p, **money("spend", v["spend"]), "tokens": v["tokens"],
-              "share_percent": percent(v["spend"], month_spend)} for p, v in providers.items()),
+            (
+                {
+                    "provider": p,
+                    **money("spend", v["spend"]),
+                    "tokens": v["tokens"],
+                    "share_percent": percent(v["spend"], month_spend),
+                }
+                for p, v in providers.items()
+            ),
             key=lambda r: -r["spend_nanos"],
         ),
         "model_concentration": {
@@ -78,7 +91,18 @@ def dashboard(rt: Runtime, now: datetime | None = None, costliest: int = 10) -> 
             "models": len(shares),
         },
         "wallets": [
-            {k: w[k] for k in ("scope", "scope_id", "limit_usd", "spent_usd", "reserved_usd", "used_percent", "status")}
+            {
+                k: w[k]
+                for k in (
+                    "scope",
+                    "scope_id",
+                    "limit_usd",
+                    "spent_usd",
+                    "reserved_usd",
+                    "used_percent",
+                    "status",
+                )
+            }
             for w in rt.admin.budgets(period)
         ],
         "costliest": _costliest(rt, day_start_utc(month_start, tz), costliest),
@@ -96,9 +120,15 @@ def _costliest(rt: Runtime, since: datetime, limit: int) -> list[dict[str, Any]]
         rows = conn.execute(sql, {"t0": rt.ledger.ts(since), "n": limit}).fetchall()
     return [
         {
-            "request_id": r[0], "trace_id": r[1], "provider": r[2], "model": r[3],
-            **money("cost", int(r[4])), "ts": parse_ts(r[5]).isoformat(), "person_id": r[6],
-            "team_id": r[7], "labels": orjson.loads(r[8]) if r[8] else {},
+            "request_id": r[0],
+            "trace_id": r[1],
+            "provider": r[2],
+            "model": r[3],
+            **money("cost", int(r[4])),
+            "ts": parse_ts(r[5]).isoformat(),
+            "person_id": r[6],
+            "team_id": r[7],
+            "labels": orjson.loads(r[8]) if r[8] else {},
         }
         for r in rows
     ]

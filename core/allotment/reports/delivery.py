@@ -33,7 +33,7 @@ def deliver(destination: str, files: dict[str, bytes]) -> list[str]:
 
 def _to_s3(destination: str, files: dict[str, bytes]) -> list[str]:
     try:
-        import boto3
+        import boto3  # type: ignore[import-untyped]
     except ImportError:
         raise InvalidRequest("s3:// destinations need boto3: pip install 'allotment[bedrock]'") from None
     bucket, _, prefix = destination[len("s3://") :].partition("/")
@@ -44,7 +44,9 @@ def _to_s3(destination: str, files: dict[str, bytes]) -> list[str]:
     for name, content in files.items():
         key = f"{prefix.rstrip('/')}/{name}" if prefix.strip("/") else name
         client.put_object(
-            Bucket=bucket, Key=key, Body=content,
+            Bucket=bucket,
+            Key=key,
+            Body=content,
             ContentType=CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream"),
         )
         written.append(f"s3://{bucket}/{key}")

@@ -36,7 +36,9 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def build(rt: Runtime, kind: str, period: str, options: dict[str, Any]) -> tuple[dict[str, bytes], int, dict[str, Any]]:
+def build(
+    rt: Runtime, kind: str, period: str, options: dict[str, Any]
+) -> tuple[dict[str, bytes], int, dict[str, Any]]:
     """File name -> content for one export, the row count and details."""
     from allotment.reports.periods import parse_period
 
@@ -76,6 +78,8 @@ def run_export(rt: Runtime, kind: str, period: str, options: dict[str, Any]) -> 
     destination = options.get("destination")
     if destination:
         locations = deliver(str(destination), files)
-        return ExportResult(kind, period, rows, location=locations[0], details={**details, "files": locations})
+        return ExportResult(
+            kind, period, rows, location=locations[0], details={**details, "files": locations}
+        )
     name = next(iter(files))
     return ExportResult(kind, period, rows, content=files[name], details={**details, "files": list(files)})

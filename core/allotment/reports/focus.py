@@ -26,20 +26,70 @@ if TYPE_CHECKING:
 
 FOCUS_VERSION = "1.3"
 COLUMNS = (
-    "BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "BillingAccountId",
-    "BillingAccountName", "BillingAccountType", "BillingCurrency", "BillingPeriodStart",
-    "BillingPeriodEnd", "ChargeCategory", "ChargeClass", "ChargeDescription", "ChargeFrequency",
-    "ChargePeriodStart", "ChargePeriodEnd", "ConsumedQuantity", "ConsumedUnit", "ContractedUnitPrice",
-    "ListUnitPrice", "PricingCategory", "PricingCurrency", "PricingCurrencyContractedUnitPrice",
-    "PricingCurrencyEffectiveCost", "PricingCurrencyListUnitPrice", "PricingQuantity", "PricingUnit",
-    "InvoiceIssuerName", "ServiceProviderName", "HostProviderName", "ProviderName", "PublisherName",
-    "ServiceCategory", "ServiceSubcategory", "ServiceName", "SubAccountId", "SubAccountName",
-    "SubAccountType", "RegionId", "RegionName", "ResourceId", "ResourceName", "ResourceType",
-    "SkuId", "SkuMeter", "SkuPriceId", "SkuPriceDetails", "CommitmentDiscountCategory",
-    "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountQuantity",
-    "CommitmentDiscountStatus", "CommitmentDiscountType", "CommitmentDiscountUnit",
-    "CapacityReservationId", "CapacityReservationStatus", "AvailabilityZone", "InvoiceId", "Tags",
-    "x_RateCardVersion", "x_RequestCount", "x_Enforced", "x_WorkflowId", "x_EndpointMode",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingAccountType",
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedUnitPrice",
+    "ListUnitPrice",
+    "PricingCategory",
+    "PricingCurrency",
+    "PricingCurrencyContractedUnitPrice",
+    "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice",
+    "PricingQuantity",
+    "PricingUnit",
+    "InvoiceIssuerName",
+    "ServiceProviderName",
+    "HostProviderName",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceSubcategory",
+    "ServiceName",
+    "SubAccountId",
+    "SubAccountName",
+    "SubAccountType",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "SkuId",
+    "SkuMeter",
+    "SkuPriceId",
+    "SkuPriceDetails",
+    "CommitmentDiscountCategory",
+    "CommitmentDiscountId",
+    "CommitmentDiscountName",
+    "CommitmentDiscountQuantity",
+    "CommitmentDiscountStatus",
+    "CommitmentDiscountType",
+    "CommitmentDiscountUnit",
+    "CapacityReservationId",
+    "CapacityReservationStatus",
+    "AvailabilityZone",
+    "InvoiceId",
+    "Tags",
+    "x_RateCardVersion",
+    "x_RequestCount",
+    "x_Enforced",
+    "x_WorkflowId",
+    "x_EndpointMode",
 )
 # token class -> (SKU suffix, meter, TokenDirection, TokenCacheAction)
 CLASSES = {
@@ -50,8 +100,10 @@ CLASSES = {
     "output": ("output", "Output Tokens", "Output", None),
 }
 VENDORS = {
-    "openai": ("OpenAI", "OpenAI API"), "anthropic": ("Anthropic", "Anthropic API"),
-    "google": ("Google", "Gemini API"), "bedrock": ("Amazon Web Services", "Amazon Bedrock"),
+    "openai": ("OpenAI", "OpenAI API"),
+    "anthropic": ("Anthropic", "Anthropic API"),
+    "google": ("Google", "Gemini API"),
+    "bedrock": ("Amazon Web Services", "Amazon Bedrock"),
     "ollama": ("Ollama", "Ollama (local)"),
 }
 MILLION = Decimal(1_000_000)
@@ -87,13 +139,20 @@ def focus_rows(rt: Runtime, period: str) -> list[dict[str, Any]]:
     for r in _event_rows(rt, start, end):
         ts = parse_ts(r[0])
         usage = Usage(
-            input_tokens=int(r[7]), cache_read_tokens=int(r[8]), cache_write_tokens=int(r[9]),
-            cache_write_1h_tokens=int(r[10]), output_tokens=int(r[11]),
+            input_tokens=int(r[7]),
+            cache_read_tokens=int(r[8]),
+            cache_write_tokens=int(r[9]),
+            cache_write_1h_tokens=int(r[10]),
+            output_tokens=int(r[11]),
         )
         mode = str(r[6])
-        counts = {"input": usage.input_tokens, "cache_read": usage.cache_read_tokens,
-                  "cache_write": usage.cache_write_tokens, "cache_write_1h": usage.cache_write_1h_tokens,
-                  "output": usage.output_tokens}
+        counts = {
+            "input": usage.input_tokens,
+            "cache_read": usage.cache_read_tokens,
+            "cache_write": usage.cache_write_tokens,
+            "cache_write_1h": usage.cache_write_1h_tokens,
+            "output": usage.output_tokens,
+        }
         resolution = book.find(str(r[4]), str(r[5]), ts)
         prices: dict[str, Decimal | None] = dict.fromkeys(CLASSES)
         tier = None
@@ -126,7 +185,10 @@ def focus_rows(rt: Runtime, period: str) -> list[dict[str, Any]]:
             row.unit_price = prices[cls]
     billing = (_iso(start), _iso(end))
     org = rt.directory.config.org.name if rt.directory.config else "default"
-    return [_focus_row(key, row, billing, org, rt.directory.org_id, tz) for key, row in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))]
+    return [
+        _focus_row(key, row, billing, org, rt.directory.org_id, tz)
+        for key, row in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
+    ]
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -137,7 +199,9 @@ def _iso(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _focus_row(key: tuple[Any, ...], row: _Row, billing: tuple[str, str], org: str, org_id: str, tz: Any) -> dict[str, Any]:
+def _focus_row(
+    key: tuple[Any, ...], row: _Row, billing: tuple[str, str], org: str, org_id: str, tz: Any
+) -> dict[str, Any]:
     day, provider, model, cls, mode, tier, card, kind, tag_key, enforced = key
     suffix, meter, direction, cache_action = CLASSES[cls]
     vendor, service = VENDORS.get(provider, (provider.title(), f"{provider.title()} API"))
@@ -157,32 +221,70 @@ def _focus_row(key: tuple[Any, ...], row: _Row, billing: tuple[str, str], org: s
     day_start = day_start_utc(day, tz)
     workflow = next((tags[k] for k in ("feature", "agent", "workflow") if tags.get(k)), None)
     return {
-        "BilledCost": "0", "EffectiveCost": cost, "ListCost": cost, "ContractedCost": cost,
-        "BillingAccountId": org_id, "BillingAccountName": org, "BillingAccountType": "Organization",
-        "BillingCurrency": "USD", "BillingPeriodStart": billing[0], "BillingPeriodEnd": billing[1],
-        "ChargeCategory": "Usage", "ChargeClass": "Correction" if kind == "correction" else None,
-        "ChargeDescription": f"{model} {meter.lower()}", "ChargeFrequency": "Usage-Based",
-        "ChargePeriodStart": _iso(day_start), "ChargePeriodEnd": _iso(day_start_utc(day + timedelta(days=1), tz)),
-        "ConsumedQuantity": row.tokens, "ConsumedUnit": "Tokens",
-        "ContractedUnitPrice": unit, "ListUnitPrice": unit, "PricingCategory": "Standard",
-        "PricingCurrency": "USD", "PricingCurrencyContractedUnitPrice": unit,
-        "PricingCurrencyEffectiveCost": cost, "PricingCurrencyListUnitPrice": unit,
-        "PricingQuantity": _dec(Decimal(row.tokens) / MILLION), "PricingUnit": "1000000 Tokens",
-        "InvoiceIssuerName": vendor, "ServiceProviderName": vendor, "HostProviderName": vendor,
-        "ProviderName": vendor, "PublisherName": vendor,
-        "ServiceCategory": "AI and Machine Learning", "ServiceSubcategory": "Generative AI",
-        "ServiceName": service, "SubAccountId": tags.get("team"), "SubAccountName": tags.get("team"),
-        "SubAccountType": "Team" if tags.get("team") else None, "RegionId": None, "RegionName": None,
-        "ResourceId": None, "ResourceName": None, "ResourceType": None,
-        "SkuId": f"{model}-{suffix}", "SkuMeter": meter, "SkuPriceId": f"{model}-{suffix}-{variant}",
+        "BilledCost": "0",
+        "EffectiveCost": cost,
+        "ListCost": cost,
+        "ContractedCost": cost,
+        "BillingAccountId": org_id,
+        "BillingAccountName": org,
+        "BillingAccountType": "Organization",
+        "BillingCurrency": "USD",
+        "BillingPeriodStart": billing[0],
+        "BillingPeriodEnd": billing[1],
+        "ChargeCategory": "Usage",
+        "ChargeClass": "Correction" if kind == "correction" else None,
+        "ChargeDescription": f"{model} {meter.lower()}",
+        "ChargeFrequency": "Usage-Based",
+        "ChargePeriodStart": _iso(day_start),
+        "ChargePeriodEnd": _iso(day_start_utc(day + timedelta(days=1), tz)),
+        "ConsumedQuantity": row.tokens,
+        "ConsumedUnit": "Tokens",
+        "ContractedUnitPrice": unit,
+        "ListUnitPrice": unit,
+        "PricingCategory": "Standard",
+        "PricingCurrency": "USD",
+        "PricingCurrencyContractedUnitPrice": unit,
+        "PricingCurrencyEffectiveCost": cost,
+        "PricingCurrencyListUnitPrice": unit,
+        "PricingQuantity": _dec(Decimal(row.tokens) / MILLION),
+        "PricingUnit": "1000000 Tokens",
+        "InvoiceIssuerName": vendor,
+        "ServiceProviderName": vendor,
+        "HostProviderName": vendor,
+        "ProviderName": vendor,
+        "PublisherName": vendor,
+        "ServiceCategory": "AI and Machine Learning",
+        "ServiceSubcategory": "Generative AI",
+        "ServiceName": service,
+        "SubAccountId": tags.get("team"),
+        "SubAccountName": tags.get("team"),
+        "SubAccountType": "Team" if tags.get("team") else None,
+        "RegionId": None,
+        "RegionName": None,
+        "ResourceId": None,
+        "ResourceName": None,
+        "ResourceType": None,
+        "SkuId": f"{model}-{suffix}",
+        "SkuMeter": meter,
+        "SkuPriceId": f"{model}-{suffix}-{variant}",
         "SkuPriceDetails": orjson.dumps(details, option=orjson.OPT_SORT_KEYS).decode(),
-        "CommitmentDiscountCategory": None, "CommitmentDiscountId": None, "CommitmentDiscountName": None,
-        "CommitmentDiscountQuantity": None, "CommitmentDiscountStatus": None,
-        "CommitmentDiscountType": None, "CommitmentDiscountUnit": None,
-        "CapacityReservationId": None, "CapacityReservationStatus": None, "AvailabilityZone": None,
-        "InvoiceId": None, "Tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode(),
-        "x_RateCardVersion": card, "x_RequestCount": row.requests, "x_Enforced": enforced,
-        "x_WorkflowId": workflow, "x_EndpointMode": mode,
+        "CommitmentDiscountCategory": None,
+        "CommitmentDiscountId": None,
+        "CommitmentDiscountName": None,
+        "CommitmentDiscountQuantity": None,
+        "CommitmentDiscountStatus": None,
+        "CommitmentDiscountType": None,
+        "CommitmentDiscountUnit": None,
+        "CapacityReservationId": None,
+        "CapacityReservationStatus": None,
+        "AvailabilityZone": None,
+        "InvoiceId": None,
+        "Tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode(),
+        "x_RateCardVersion": card,
+        "x_RequestCount": row.requests,
+        "x_Enforced": enforced,
+        "x_WorkflowId": workflow,
+        "x_EndpointMode": mode,
     }
 
 

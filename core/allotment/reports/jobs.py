@@ -72,14 +72,22 @@ def workflow_scoreboard(rt: Runtime, week: str) -> dict[str, Any]:
 
 def register(scheduler: Any) -> None:
     scheduler.add(
-        "rollup-usage", rollup_usage, cron="*/15 * * * *",
+        "rollup-usage",
+        rollup_usage,
+        cron="*/15 * * * *",
         description="fold new usage events into the daily report rollups",
     )
     scheduler.add(
-        "finance-report", finance_report, cron="0 6 1 * *", period="month",
+        "finance-report",
+        finance_report,
+        cron="0 6 1 * *",
+        period="month",
         description="last month's finance report, ERP CSV and FOCUS export, once per month",
     )
     scheduler.add(
-        "workflow-scoreboard", workflow_scoreboard, cron="0 8 * * 1", period="week",
+        "workflow-scoreboard",
+        workflow_scoreboard,
+        cron="0 8 * * 1",
+        period="week",
         description="cost by workflow for the week just ended, once per week",
     )

@@ -59,8 +59,14 @@ def recommend(
         if any(v is None for v in values):
             continue  # unlabeled traffic has no workflow to recommend for
         g = groups[(values, str(r[1]), str(r[2]))]
-        usage = Usage(input_tokens=int(r[5]), cache_read_tokens=int(r[6]), cache_write_tokens=int(r[7]),
-                      cache_write_1h_tokens=int(r[8]), output_tokens=int(r[9]), tool_calls=int(r[10]))
+        usage = Usage(
+            input_tokens=int(r[5]),
+            cache_read_tokens=int(r[6]),
+            cache_write_tokens=int(r[7]),
+            cache_write_1h_tokens=int(r[8]),
+            output_tokens=int(r[9]),
+            tool_calls=int(r[10]),
+        )
         g["shapes"].append((usage, str(r[3]), int(r[11]), int(r[12])))
         if r[4]:
             g["people"].add(str(r[4]))
@@ -78,8 +84,12 @@ def recommend(
         if move:
             out.append({"type": "route", "workflow": workflow, **move})
         out.extend(_batch_and_cache(rt, workflow, values, provider, model, g, moment, days))
-    return {"window_days": days, "group_by": dims, "recommendations": out,
-            "note": "recommendations only; routing and policy are unchanged"}
+    return {
+        "window_days": days,
+        "group_by": dims,
+        "recommendations": out,
+        "note": "recommendations only; routing and policy are unchanged",
+    }
 
 
 def _tiers(rt: Runtime, people: set[str]) -> list[Any] | None:
@@ -93,7 +103,9 @@ def _tiers(rt: Runtime, people: set[str]) -> list[Any] | None:
     return tiers or None
 
 
-def _success_rates(rt: Runtime, start: datetime, end: datetime, dims: list[str]) -> dict[tuple[Any, ...], tuple[int, int]]:
+def _success_rates(
+    rt: Runtime, start: datetime, end: datetime, dims: list[str]
+) -> dict[tuple[Any, ...], tuple[int, int]]:
     counts: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
     for row in outcome_rows(rt, start, end):
         labels = orjson.loads(row.labels) if row.labels else {}
@@ -103,9 +115,19 @@ def _success_rates(rt: Runtime, start: datetime, end: datetime, dims: list[str])
     return {k: (v[0], v[1]) for k, v in counts.items()}
 
 
-def _best_move(rt: Runtime, catalogue: list[tuple[str, str]], tiers: list[Any] | None, g: dict[str, Any],
-               values: tuple[Any, ...], provider: str, model: str, served: set[tuple[str, str]],
-               rates: dict[tuple[Any, ...], tuple[int, int]], moment: datetime, days: int) -> dict[str, Any] | None:
+def _best_move(
+    rt: Runtime,
+    catalogue: list[tuple[str, str]],
+    tiers: list[Any] | None,
+    g: dict[str, Any],
+    values: tuple[Any, ...],
+    provider: str,
+    model: str,
+    served: set[tuple[str, str]],
+    rates: dict[tuple[Any, ...], tuple[int, int]],
+    moment: datetime,
+    days: int,
+) -> dict[str, Any] | None:
     if not tiers:
         return None
     eligible = [s for s in g["shapes"] if s[0].output_tokens <= MAX_OUTPUT and s[0].tool_calls == 0]
@@ -134,28 +156,38 @@ def _best_move(rt: Runtime, catalogue: list[tuple[str, str]], tiers: list[Any] |
         if best is None or saving > best["saving_nanos"]:
             monthly = saving * 30 // days
             best = {
-                "from": f"{provider}/{model}", "to": f"{cand_provider}/{cand_model}",
+                "from": f"{provider}/{model}",
+                "to": f"{cand_provider}/{cand_model}",
                 "card_version": resolution.version,
                 "move_percent": percent(count, g["requests"], "1"),
-                **money("saving", saving), **money("monthly_saving", monthly),
+                **money("saving", saving),
+                **money("monthly_saving", monthly),
                 "confidence": confidence,
                 "summary": f"move {percent(count, g['requests'], '1')}% of this traffic to {cand_model}, "
-                           f"saving {money('x', monthly)['x_usd']} USD/month",
+                f"saving {money('x', monthly)['x_usd']} USD/month",
                 "evidence": {
-                    "requests": g["requests"], "eligible_requests": count,
-                    "max_output_tokens": MAX_OUTPUT, "tool_calls": "excluded",
-                    **money("eligible_cost", current), **money("candidate_cost", priced), **evidence,
+                    "requests": g["requests"],
+                    "eligible_requests": count,
+                    "max_output_tokens": MAX_OUTPUT,
+                    "tool_calls": "excluded",
+                    **money("eligible_cost", current),
+                    **money("candidate_cost", priced),
+                    **evidence,
                 },
             }
     return best
 
 
-def _confidence(values: tuple[Any, ...], mine: tuple[int, int] | None, theirs: tuple[int, int] | None,
-                both_serve: bool) -> tuple[str | None, dict[str, Any]]:
+def _confidence(
+    values: tuple[Any, ...], mine: tuple[int, int] | None, theirs: tuple[int, int] | None, both_serve: bool
+) -> tuple[str | None, dict[str, Any]]:
     evidence: dict[str, Any] = {}
     if both_serve and mine and theirs and mine[0] >= MIN_OUTCOMES and theirs[0] >= MIN_OUTCOMES:
         rate_mine, rate_theirs = Decimal(mine[1]) / mine[0], Decimal(theirs[1]) / theirs[0]
-        evidence = {"success_rate": str(round(rate_mine, 4)), "candidate_success_rate": str(round(rate_theirs, 4))}
+        evidence = {
+            "success_rate": str(round(rate_mine, 4)),
+            "candidate_success_rate": str(round(rate_theirs, 4)),
+        }
         if rate_theirs < rate_mine - WORSE_BY:
             return None, evidence
         return "high", evidence
@@ -164,8 +196,16 @@ def _confidence(values: tuple[Any, ...], mine: tuple[int, int] | None, theirs: t
     return "low", evidence
 
 
-def _batch_and_cache(rt: Runtime, workflow: str, values: tuple[Any, ...], provider: str, model: str,
-                     g: dict[str, Any], moment: datetime, days: int) -> list[dict[str, Any]]:
+def _batch_and_cache(
+    rt: Runtime,
+    workflow: str,
+    values: tuple[Any, ...],
+    provider: str,
+    model: str,
+    g: dict[str, Any],
+    moment: datetime,
+    days: int,
+) -> list[dict[str, Any]]:
     resolution = rt.rate_book.find(provider, model, moment)
     if resolution is None:
         return []
@@ -175,9 +215,19 @@ def _batch_and_cache(rt: Runtime, workflow: str, values: tuple[Any, ...], provid
         batch_cost = sum(price_with(resolution, u, "batch").amount_nanos * n for u, _, n, _ in sync)
         saving = sum(s[3] for s in sync) - batch_cost
         if saving > 0:
-            out.append({"type": "batch", "workflow": workflow, "model": f"{provider}/{model}",
-                        **money("monthly_saving", saving * 30 // days), "confidence": "medium",
-                        "evidence": {"sync_requests": sum(s[2] for s in sync), "batch_multiplier": str(resolution.rates.batch)}})
+            out.append(
+                {
+                    "type": "batch",
+                    "workflow": workflow,
+                    "model": f"{provider}/{model}",
+                    **money("monthly_saving", saving * 30 // days),
+                    "confidence": "medium",
+                    "evidence": {
+                        "sync_requests": sum(s[2] for s in sync),
+                        "batch_multiplier": str(resolution.rates.batch),
+                    },
+                }
+            )
     rates = resolution.rates
     fresh = sum(s[0].input_tokens * s[2] for s in g["shapes"])
     cached = sum(s[0].cache_read_tokens * s[2] for s in g["shapes"])
@@ -186,8 +236,18 @@ def _batch_and_cache(rt: Runtime, workflow: str, values: tuple[Any, ...], provid
         if average >= 1024 and cached * 10 < fresh + cached:
             # assume half the fresh input is a repeated prefix; low confidence by design
             saving = int(Decimal(fresh) / 2 * (rates.input - rates.cache_read) * 1000)
-            out.append({"type": "prompt_caching", "workflow": workflow, "model": f"{provider}/{model}",
-                        **money("monthly_saving", saving * 30 // days), "confidence": "low",
-                        "evidence": {"avg_input_tokens": average, "cached_share_percent": percent(cached, fresh + cached),
-                                     "assumed_cacheable_share": "0.5"}})
+            out.append(
+                {
+                    "type": "prompt_caching",
+                    "workflow": workflow,
+                    "model": f"{provider}/{model}",
+                    **money("monthly_saving", saving * 30 // days),
+                    "confidence": "low",
+                    "evidence": {
+                        "avg_input_tokens": average,
+                        "cached_share_percent": percent(cached, fresh + cached),
+                        "assumed_cacheable_share": "0.5",
+                    },
+                }
+            )
     return out

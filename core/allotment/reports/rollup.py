@@ -170,9 +170,7 @@ def refresh(rt: Runtime, *, chunk: int = 1_000_000) -> dict[str, Any]:
         # aggregate in a read transaction: on SQLite it never holds the ledger's write lock
         with rt.engine.connect() as conn:
             batches = {
-                spec: _aggregate_events(
-                    conn, spec, tz, "id > :lo AND id <= :hi", {"lo": last, "hi": upper}
-                )
+                spec: _aggregate_events(conn, spec, tz, "id > :lo AND id <= :hi", {"lo": last, "hi": upper})
                 for spec in SPECS
             }
         with rt.write_engine.begin() as conn:
@@ -198,8 +196,7 @@ def _upsert(conn: Connection, spec: RollupSpec, rows: dict[tuple[Any, ...], list
     keys = ", ".join(("day", *spec.names))
     updates = ", ".join(f"{m} = {spec.table}.{m} + excluded.{m}" for m in METRICS)
     sql = text(
-        f"INSERT INTO {spec.table} ({names}) VALUES ({marks}) "
-        f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        f"INSERT INTO {spec.table} ({names}) VALUES ({marks}) ON CONFLICT ({keys}) DO UPDATE SET {updates}"
     )
     conn.execute(sql, [dict(zip(cols, (*key, *values), strict=True)) for key, values in rows.items()])
 
@@ -213,15 +210,19 @@ def _write_state(conn: Connection, watermark: int, zone: str, *, existed: bool) 
     if not updated:
         conn.execute(
             text(
-                "INSERT INTO rollup_state (name, last_event_id, timezone, updated_at) "
-                "VALUES (:n, :w, :z, :t)"
+                "INSERT INTO rollup_state (name, last_event_id, timezone, updated_at) VALUES (:n, :w, :z, :t)"
             ),
             params,
         )
 
 
 def read_facts(
-    rt: Runtime, spec: RollupSpec, start: date, end: date, *, by_day: bool = False,
+    rt: Runtime,
+    spec: RollupSpec,
+    start: date,
+    end: date,
+    *,
+    by_day: bool = False,
     keep: tuple[str, ...] | None = None,
 ) -> list[Fact]:
     """Summed facts per dims (and per local day with ``by_day``) for local days [start, end).
@@ -269,7 +270,10 @@ def _rollup_rows(
     lead = 1 if by_day else 0
     width = len(kept) + lead
     for row in conn.execute(text(sql), {"a": start.isoformat(), "b": end.isoformat()}):
-        key = (*row[:lead], *(bool(v) if n == "enforced" else v for n, v in zip(kept, row[lead:width], strict=True)))
+        key = (
+            *row[:lead],
+            *(bool(v) if n == "enforced" else v for n, v in zip(kept, row[lead:width], strict=True)),
+        )
         yield key, [int(v or 0) for v in row[width:]]
 
 

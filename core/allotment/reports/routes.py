@@ -30,11 +30,15 @@ def _period(gateway: Any, period: str | None) -> str:
 
 
 @router.get("/reports/spend", summary="The finance report for a period (YYYY-MM)")
-async def spend(gateway: AdminDep, period: str | None = None, per_person: bool = False, shared: str = "bucket") -> Response:
+async def spend(
+    gateway: AdminDep, period: str | None = None, per_person: bool = False, shared: str = "bucket"
+) -> Response:
     from allotment.reports.spend import spend_report
 
     rt = gateway.runtime
-    data = await run_in_threadpool(spend_report, rt, _period(gateway, period), per_person=per_person, shared=shared)
+    data = await run_in_threadpool(
+        spend_report, rt, _period(gateway, period), per_person=per_person, shared=shared
+    )
     return json_response(data)
 
 
@@ -47,7 +51,10 @@ async def workflows(
 
     dims = [d for d in group_by.split(",") if d.strip()]
     data = await run_in_threadpool(
-        workflow_report, gateway.runtime, _period(gateway, period), dims,
+        workflow_report,
+        gateway.runtime,
+        _period(gateway, period),
+        dims,
         release=parse_day(release) if release else None,
     )
     return json_response(data)
@@ -76,8 +83,12 @@ async def export(kind: str, gateway: AdminDep, period: str | None = None) -> Res
         raise InvalidRequest(f"no plugin exports {kind!r}", code="unknown_export")
     name = (result.details.get("files") or [f"{kind}-{result.period}"])[0]
     return Response(
-        result.content, media_type="text/csv",
-        headers={"content-disposition": f'attachment; filename="{name}"', "x-allotment-rows": str(result.rows)},
+        result.content,
+        media_type="text/csv",
+        headers={
+            "content-disposition": f'attachment; filename="{name}"',
+            "x-allotment-rows": str(result.rows),
+        },
     )
 
 
@@ -108,7 +119,9 @@ async def simulate(body: SimulateBody, gateway: AdminDep) -> Response:
     if body.profile is not None:
         profile = Profile(**body.profile.model_dump())
     elif body.workflow:
-        profile, seen = await run_in_threadpool(profile_from_workflow, rt, body.workflow, body.days, body.monthly_growth)
+        profile, seen = await run_in_threadpool(
+            profile_from_workflow, rt, body.workflow, body.days, body.monthly_growth
+        )
         models = models or seen
     else:
         raise InvalidRequest("give a `profile` or a `workflow` (labels) to simulate")

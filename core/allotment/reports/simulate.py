@@ -73,7 +73,9 @@ def simulate(
             unit = unit_prices(rates, int(profile.input_tokens))
             cached = profile.input_tokens * profile.cached_share
             fresh = profile.input_tokens - cached
-            sync = (fresh * unit.input + cached * unit.cache_read + profile.output_tokens * unit.output) / MILLION
+            sync = (
+                fresh * unit.input + cached * unit.cache_read + profile.output_tokens * unit.output
+            ) / MILLION
             per_call = sync * ((1 - profile.batch_share) + profile.batch_share * rates.batch)
             daily = per_call * profile.calls_per_day
             monthly = daily * DAYS_PER_MONTH
@@ -83,17 +85,28 @@ def simulate(
             ]
         rows.append(
             {
-                "provider": provider, "model": resolution.model, "card_version": resolution.version,
-                **_money("per_call", per_call), **_money("daily", daily),
-                **_money("weekly", daily * 7), **_money("monthly", monthly),
+                "provider": provider,
+                "model": resolution.model,
+                "card_version": resolution.version,
+                **_money("per_call", per_call),
+                **_money("daily", daily),
+                **_money("weekly", daily * 7),
+                **_money("monthly", monthly),
                 "projection": projection,
             }
         )
     rows.sort(key=lambda r: (r["monthly_nanos"], r["model"]))
-    return {"profile": profile.to_dict(), "days_per_month": DAYS_PER_MONTH, "at": when.isoformat(), "models": rows}
+    return {
+        "profile": profile.to_dict(),
+        "days_per_month": DAYS_PER_MONTH,
+        "at": when.isoformat(),
+        "models": rows,
+    }
 
 
-def profile_from_workflow(rt: Runtime, labels: dict[str, str], days: int, growth: Decimal = Decimal(0)) -> tuple[Profile, list[str]]:
+def profile_from_workflow(
+    rt: Runtime, labels: dict[str, str], days: int, growth: Decimal = Decimal(0)
+) -> tuple[Profile, list[str]]:
     """The measured profile of calls carrying every label in ``labels`` over the last ``days`` days.
 
     Also returns the models that served it, so the comparison starts from what runs today.
@@ -104,7 +117,8 @@ def profile_from_workflow(rt: Runtime, labels: dict[str, str], days: int, growth
         raise InvalidRequest("--days must be at least 1")
     today = local_today(rt.directory.timezone)
     facts = [
-        f for f in read_facts(rt, LABELS, shift(today, -days), today)
+        f
+        for f in read_facts(rt, LABELS, shift(today, -days), today)
         if all(orjson.loads(f["labels"] or "{}").get(k) == v for k, v in labels.items())
     ]
     requests = sum(f["requests"] for f in facts)
@@ -115,7 +129,9 @@ def profile_from_workflow(rt: Runtime, labels: dict[str, str], days: int, growth
         input_tokens=Decimal(total_in) / requests,
         output_tokens=Decimal(sum(f["output_tokens"] for f in facts)) / requests,
         calls_per_day=Decimal(requests) / days,
-        cached_share=Decimal(sum(f["cache_read_tokens"] for f in facts)) / total_in if total_in else Decimal(0),
+        cached_share=Decimal(sum(f["cache_read_tokens"] for f in facts)) / total_in
+        if total_in
+        else Decimal(0),
         batch_share=Decimal(sum(f["batch_requests"] for f in facts)) / requests,
         monthly_growth=growth,
     )

@@ -219,9 +219,24 @@ def _people(people: list[Fact], directory: Any) -> list[dict[str, Any]]:
 
 
 ERP_COLUMNS = (
-    "period", "period_start", "period_end", "cost_center", "team_id", "team_name", "provider",
-    "model", "allocation", "requests", "input_tokens", "cache_read_tokens", "cache_write_tokens",
-    "output_tokens", "enforced_usd", "passive_usd", "amount_usd", "currency",
+    "period",
+    "period_start",
+    "period_end",
+    "cost_center",
+    "team_id",
+    "team_name",
+    "provider",
+    "model",
+    "allocation",
+    "requests",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "enforced_usd",
+    "passive_usd",
+    "amount_usd",
+    "currency",
 )
 
 
@@ -265,7 +280,9 @@ def erp_rows(rt: Runtime, period: str, *, shared: str = "bucket") -> list[dict[s
                 "team_name": info.name if info else team,
                 "provider": provider,
                 "model": model,
-                "allocation": "allocated-shared" if provider == SHARED else ("shared" if team == SHARED else "direct"),
+                "allocation": "allocated-shared"
+                if provider == SHARED
+                else ("shared" if team == SHARED else "direct"),
                 "requests": v["requests"],
                 "input_tokens": v["input_tokens"],
                 "cache_read_tokens": v["cache_read_tokens"],

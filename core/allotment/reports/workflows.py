@@ -23,8 +23,16 @@ if TYPE_CHECKING:
     from allotment.runtime import Runtime
 
 SUMMED = (
-    "requests", "errors", "retries", "batch_requests", "tool_requests", "input_tokens",
-    "cache_read_tokens", "cache_write_tokens", "output_tokens", "cost_nanos",
+    "requests",
+    "errors",
+    "retries",
+    "batch_requests",
+    "tool_requests",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "cost_nanos",
 )
 Key = tuple[str, ...]
 
@@ -98,7 +106,7 @@ def workflow_report(
         prev = _group(read_facts(rt, LABELS, *period_days(previous_period(period))), dims, parse)
         for key, g in groups.items():
             trend[key] = (g["cost_nanos"], prev[key]["cost_nanos"] if key in prev else 0)
-        basis = {"compare": "previous_period", "previous_period": previous_period(period)}
+        basis: dict[str, Any] = {"compare": "previous_period", "previous_period": previous_period(period)}
     else:
         before = _group(read_facts(rt, LABELS, start, release), dims, parse)
         after = _group(read_facts(rt, LABELS, release, end), dims, parse)
@@ -108,8 +116,12 @@ def workflow_report(
             a = after[key]["cost_nanos"] if key in after else 0
             # windows differ in length: compare spend per day, scaled to whole nanos
             trend[key] = (a * days_before, b * days_after)
-        basis = {"compare": "release", "release": release.isoformat(),
-                 "days_before": days_before, "days_after": days_after}
+        basis = {
+            "compare": "release",
+            "release": release.isoformat(),
+            "days_before": days_before,
+            "days_after": days_after,
+        }
 
     outcomes: dict[Key | None, list[int]] = defaultdict(lambda: [0, 0])
     for row in outcome_rows(rt, day_start_utc(start, tz), day_start_utc(end, tz)):
@@ -135,17 +147,29 @@ def workflow_report(
         "labeled_requests": sum(g["requests"] for g in groups.values()),
         "labeled_enforced_share_percent": percent(labeled_enforced, enforced_total),
         "workflows": rows,
-        "unlabeled": None if unlabeled is None else _row(dims, None, unlabeled, trend[None], outcomes.get(None, [0, 0])),
+        "unlabeled": None
+        if unlabeled is None
+        else _row(dims, None, unlabeled, trend[None], outcomes.get(None, [0, 0])),
         "success_outcomes": sorted(success),
     }
 
 
-def _row(dims: list[str], key: Key | None, g: dict[str, Any], trend: tuple[int, int], outcomes: list[int]) -> dict[str, Any]:
+def _row(
+    dims: list[str], key: Key | None, g: dict[str, Any], trend: tuple[int, int], outcomes: list[int]
+) -> dict[str, Any]:
     cost = g["cost_nanos"]
     total_input = g["input_tokens"] + g["cache_read_tokens"] + g["cache_write_tokens"]
     models = sorted(
-        ({"provider": p, "model": m, **money("spend", v["cost_nanos"]), "requests": v["requests"],
-          "share_percent": percent(v["cost_nanos"], cost)} for (p, m), v in g["models"].items()),
+        (
+            {
+                "provider": p,
+                "model": m,
+                **money("spend", v["cost_nanos"]),
+                "requests": v["requests"],
+                "share_percent": percent(v["cost_nanos"], cost),
+            }
+            for (p, m), v in g["models"].items()
+        ),
         key=lambda r: (-r["spend_nanos"], r["provider"], r["model"]),
     )
     total_outcomes, successes = outcomes
@@ -153,7 +177,9 @@ def _row(dims: list[str], key: Key | None, g: dict[str, Any], trend: tuple[int, 
     if successes:
         per_success = int((Decimal(cost) / successes).to_integral_value(ROUND_HALF_EVEN))
     return {
-        "workflow": "unlabeled" if key is None else ", ".join(f"{d}={v}" for d, v in zip(dims, key, strict=True)),
+        "workflow": "unlabeled"
+        if key is None
+        else ", ".join(f"{d}={v}" for d, v in zip(dims, key, strict=True)),
         "labels": None if key is None else dict(zip(dims, key, strict=True)),
         "requests": g["requests"],
         "enforced_requests": g["enforced_requests"],

@@ -18,7 +18,9 @@ def events() -> list[Ev]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"], scope="module")
-def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, events: list[Ev]) -> Iterator[object]:
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, events: list[Ev]
+) -> Iterator[object]:
     """A runtime holding the seed traffic; module-scoped because seeding costs a few seconds."""
     tmp: Path = tmp_path_factory.mktemp("reports")
     if request.param == "postgres":

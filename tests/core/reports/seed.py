@@ -19,14 +19,16 @@ NANOS = {
     ("anthropic", "claude-sonnet-4"): {"input": 3000, "cache_read": 300, "output": 15000},
 }
 EMAILS = {
-    "ada": "ada@acme.example", "grace": "grace@acme.example", "pat": "pat@acme.example",
-    "dee": "dee@acme.example", "sam": "sam@acme.example",
+    "ada": "ada@acme.example",
+    "grace": "grace@acme.example",
+    "pat": "pat@acme.example",
+    "dee": "dee@acme.example",
+    "sam": "sam@acme.example",
 }
 TEAM_OF = {"ada": "engineering", "grace": "engineering", "pat": "product", "dee": "design", "sam": "support"}
 # small budgets so statuses differ: support ends near its limit, design (passive) goes over
-CONFIG = (
-    SAMPLE_CONFIG.replace("monthly_budget: 4000}", "monthly_budget: 0.05}")
-    .replace("cost_center: CC-SUP-001, monthly_budget: 2000}", "cost_center: CC-SUP-001, monthly_budget: 0.145}")
+CONFIG = SAMPLE_CONFIG.replace("monthly_budget: 4000}", "monthly_budget: 0.05}").replace(
+    "cost_center: CC-SUP-001, monthly_budget: 2000}", "cost_center: CC-SUP-001, monthly_budget: 0.145}"
 )
 
 
@@ -54,7 +56,11 @@ class Ev:
     def cost(self) -> int:
         p = NANOS[(self.provider, self.model)]
         u = self.usage
-        cost = u.input_tokens * p["input"] + u.cache_read_tokens * p["cache_read"] + u.output_tokens * p["output"]
+        cost = (
+            u.input_tokens * p["input"]
+            + u.cache_read_tokens * p["cache_read"]
+            + u.output_tokens * p["output"]
+        )
         if self.mode is EndpointMode.BATCH:
             assert cost % 2 == 0
             cost //= 2
@@ -78,47 +84,130 @@ def traffic() -> list[Ev]:
     cg = "content-gen"
     for d in range(3, 10):  # before the v2 release: 14 calls, 10 accepted
         for i in range(2):
-            evs.append(Ev("pat", "gpt-5.4", Usage(input_tokens=3000, output_tokens=800),
-                          {"feature": cg, "prompt_version": "v1"}, at(7, d, 12 + i),
-                          business="accepted" if (d + i) % 7 < 5 else "rejected"))
+            evs.append(
+                Ev(
+                    "pat",
+                    "gpt-5.4",
+                    Usage(input_tokens=3000, output_tokens=800),
+                    {"feature": cg, "prompt_version": "v1"},
+                    at(7, d, 12 + i),
+                    business="accepted" if (d + i) % 7 < 5 else "rejected",
+                )
+            )
     for d in range(10, 20):  # after: 30 calls, longer outputs
         for i in range(3):
-            evs.append(Ev("pat", "gpt-5.4", Usage(input_tokens=3400, output_tokens=1200),
-                          {"feature": cg, "prompt_version": "v2"}, at(7, d, 12 + i),
-                          business="accepted" if i < 2 else None))
+            evs.append(
+                Ev(
+                    "pat",
+                    "gpt-5.4",
+                    Usage(input_tokens=3400, output_tokens=1200),
+                    {"feature": cg, "prompt_version": "v2"},
+                    at(7, d, 12 + i),
+                    business="accepted" if i < 2 else None,
+                )
+            )
     # a failed attempt and its retry
-    evs.append(Ev("pat", "gpt-5.4", Usage(input_tokens=3400), {"feature": cg, "prompt_version": "v2"},
-                  at(7, 12, 20), outcome=Outcome.ERROR, rid="req_failed_1"))
-    evs.append(Ev("pat", "gpt-5.4", Usage(input_tokens=3400, output_tokens=1200),
-                  {"feature": cg, "prompt_version": "v2"}, at(7, 12, 21), retry_of="req_failed_1",
-                  business="accepted"))
+    evs.append(
+        Ev(
+            "pat",
+            "gpt-5.4",
+            Usage(input_tokens=3400),
+            {"feature": cg, "prompt_version": "v2"},
+            at(7, 12, 20),
+            outcome=Outcome.ERROR,
+            rid="req_failed_1",
+        )
+    )
+    evs.append(
+        Ev(
+            "pat",
+            "gpt-5.4",
+            Usage(input_tokens=3400, output_tokens=1200),
+            {"feature": cg, "prompt_version": "v2"},
+            at(7, 12, 21),
+            retry_of="req_failed_1",
+            business="accepted",
+        )
+    )
     for d in range(1, 21):  # support copilot: cache-heavy, one trace a day
         for i in range(2):
-            evs.append(Ev("sam", "gpt-5.4-mini",
-                          Usage(input_tokens=2000, cache_read_tokens=6000, output_tokens=300),
-                          {"feature": "support-copilot"}, at(7, d, 14 + i), trace=f"t-support-{d}"))
+            evs.append(
+                Ev(
+                    "sam",
+                    "gpt-5.4-mini",
+                    Usage(input_tokens=2000, cache_read_tokens=6000, output_tokens=300),
+                    {"feature": "support-copilot"},
+                    at(7, d, 14 + i),
+                    trace=f"t-support-{d}",
+                )
+            )
     for d in range(5, 15):
-        evs.append(Ev("grace", "claude-sonnet-4", Usage(input_tokens=1000, output_tokens=50),
-                      {"feature": "search-rerank"}, at(7, d, 9)))
+        evs.append(
+            Ev(
+                "grace",
+                "claude-sonnet-4",
+                Usage(input_tokens=1000, output_tokens=50),
+                {"feature": "search-rerank"},
+                at(7, d, 9),
+            )
+        )
     for d in range(15, 19):
-        evs.append(Ev("grace", "claude-sonnet-4", Usage(input_tokens=10000, output_tokens=200),
-                      {"feature": "search-rerank"}, at(7, d, 9), mode=EndpointMode.BATCH))
+        evs.append(
+            Ev(
+                "grace",
+                "claude-sonnet-4",
+                Usage(input_tokens=10000, output_tokens=200),
+                {"feature": "search-rerank"},
+                at(7, d, 9),
+                mode=EndpointMode.BATCH,
+            )
+        )
     for d in (2, 4, 6):  # unlabeled engineering traffic
         evs.append(Ev("ada", "gpt-5.4", Usage(input_tokens=500, output_tokens=100), {}, at(7, d, 10)))
     for d in range(21, 25):  # passive records from a log, over design's budget
-        evs.append(Ev("dee", "gpt-5.4-mini", Usage(input_tokens=10000, output_tokens=2000),
-                      {"feature": cg}, at(7, d, 15), enforced=False))
-    evs.append(Ev(None, "gpt-5.4-mini", Usage(input_tokens=4000, output_tokens=1000),
-                  {"feature": "batch-eval"}, at(7, 22, 3), enforced=False))
+        evs.append(
+            Ev(
+                "dee",
+                "gpt-5.4-mini",
+                Usage(input_tokens=10000, output_tokens=2000),
+                {"feature": cg},
+                at(7, d, 15),
+                enforced=False,
+            )
+        )
+    evs.append(
+        Ev(
+            None,
+            "gpt-5.4-mini",
+            Usage(input_tokens=4000, output_tokens=1000),
+            {"feature": "batch-eval"},
+            at(7, 22, 3),
+            enforced=False,
+        )
+    )
     # time-zone edges (org is America/New_York): 31 July local, and 30 June local
     evs.append(Ev("ada", "gpt-5.4", Usage(input_tokens=700, output_tokens=70), {}, at(8, 1, 2)))
     evs.append(Ev("ada", "gpt-5.4", Usage(input_tokens=900, output_tokens=90), {}, at(7, 1, 3)))
     for i in range(4):  # the previous month
-        evs.append(Ev("pat", "gpt-5.4", Usage(input_tokens=3000, output_tokens=800),
-                      {"feature": cg, "prompt_version": "v1"}, at(6, 20, 10 + i)))
+        evs.append(
+            Ev(
+                "pat",
+                "gpt-5.4",
+                Usage(input_tokens=3000, output_tokens=800),
+                {"feature": cg, "prompt_version": "v1"},
+                at(6, 20, 10 + i),
+            )
+        )
     for i in range(5):
-        evs.append(Ev("sam", "gpt-5.4-mini", Usage(input_tokens=2000, cache_read_tokens=6000, output_tokens=300),
-                      {"feature": "support-copilot"}, at(6, 20, 10 + i)))
+        evs.append(
+            Ev(
+                "sam",
+                "gpt-5.4-mini",
+                Usage(input_tokens=2000, cache_read_tokens=6000, output_tokens=300),
+                {"feature": "support-copilot"},
+                at(6, 20, 10 + i),
+            )
+        )
     for n, ev in enumerate(evs):
         ev.rid = ev.rid or f"req_{n:04d}"
     return evs
@@ -144,10 +233,20 @@ def seed(rt: object, evs: list[Ev]) -> None:
             person = rt.directory.person_by_email(EMAILS[ev.who])
             assert person is not None
             principal = rt.directory.principal_for_person(person)
-        it = intent(None, ev.model, ev.provider, input_tokens=ev.usage.total_input_tokens,
-                    max_output_tokens=max(ev.usage.output_tokens, 1), labels=ev.labels,
-                    mode=ev.mode, request_id=ev.rid, at=ev.at, trace_id=ev.trace,
-                    retry_of=ev.retry_of, principal=principal)
+        it = intent(
+            None,
+            ev.model,
+            ev.provider,
+            input_tokens=ev.usage.total_input_tokens,
+            max_output_tokens=max(ev.usage.output_tokens, 1),
+            labels=ev.labels,
+            mode=ev.mode,
+            request_id=ev.rid,
+            at=ev.at,
+            trace_id=ev.trace,
+            retry_of=ev.retry_of,
+            principal=principal,
+        )
         if ev.enforced:
             rt.admit(it)
             event = rt.settle(ev.rid, ev.usage, ev.outcome)

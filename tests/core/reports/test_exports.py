@@ -20,14 +20,41 @@ from .seed import Ev, in_july
 
 # FOCUS 1.3 Cost and Usage: every Mandatory column, and the Conditional ones we fill
 MANDATORY = (
-    "BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "BillingAccountId", "BillingAccountName",
-    "BillingCurrency", "BillingPeriodStart", "BillingPeriodEnd", "ChargeCategory", "ChargeClass",
-    "ChargeDescription", "ChargePeriodStart", "ChargePeriodEnd", "PricingQuantity", "PricingUnit",
-    "ServiceCategory", "ServiceName", "InvoiceIssuerName", "ServiceProviderName", "HostProviderName",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "PricingQuantity",
+    "PricingUnit",
+    "ServiceCategory",
+    "ServiceName",
+    "InvoiceIssuerName",
+    "ServiceProviderName",
+    "HostProviderName",
 )
 CONDITIONAL = (
-    "ConsumedQuantity", "ConsumedUnit", "ListUnitPrice", "ContractedUnitPrice", "PricingCategory",
-    "PricingCurrency", "SkuId", "SkuMeter", "SkuPriceId", "SkuPriceDetails", "Tags", "SubAccountId",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ListUnitPrice",
+    "ContractedUnitPrice",
+    "PricingCategory",
+    "PricingCurrency",
+    "SkuId",
+    "SkuMeter",
+    "SkuPriceId",
+    "SkuPriceDetails",
+    "Tags",
+    "SubAccountId",
 )
 
 
@@ -66,7 +93,9 @@ def test_focus_has_every_required_column_and_billed_cost_zero(seeded: Runtime, t
     assert meta["FocusVersion"] == "1.3" and meta["BillingPeriodStatus"] == "Closed"
 
 
-def test_focus_rows_split_token_classes_and_sum_to_the_ledger(seeded: Runtime, events: list[Ev], tmp_path: Path) -> None:
+def test_focus_rows_split_token_classes_and_sum_to_the_ledger(
+    seeded: Runtime, events: list[Ev], tmp_path: Path
+) -> None:
     july = [e for e in events if in_july(e)]
     rows = _focus(seeded, tmp_path)
     assert sum(Decimal(r["EffectiveCost"]) for r in rows) * 10**9 == sum(e.cost for e in july)
@@ -75,20 +104,28 @@ def test_focus_rows_split_token_classes_and_sum_to_the_ledger(seeded: Runtime, e
         tokens[(r["SkuId"], r["SkuPriceId"].rsplit("-", 1)[-1])] += int(r["ConsumedQuantity"])
     mini_cached = sum(e.usage.cache_read_tokens for e in july if e.model == "gpt-5.4-mini")
     assert tokens[("gpt-5.4-mini-cache-read", "ondemand")] == mini_cached == 240_000
-    assert tokens[("gpt-5.4-mini-input", "ondemand")] == sum(e.usage.input_tokens for e in july if e.model == "gpt-5.4-mini")
+    assert tokens[("gpt-5.4-mini-input", "ondemand")] == sum(
+        e.usage.input_tokens for e in july if e.model == "gpt-5.4-mini"
+    )
     batch_in = sum(e.usage.input_tokens for e in july if e.mode.value == "batch")
     assert tokens[("claude-sonnet-4-input", "batch")] == batch_in == 40_000
     # a support-copilot cache-read row: unit price 0.075 $/1M, tagged with the team and labels
     row = next(r for r in rows if r["SkuId"] == "gpt-5.4-mini-cache-read")
     assert row["ListUnitPrice"] == "0.075"
     assert Decimal(row["EffectiveCost"]) == Decimal(row["ConsumedQuantity"]) * Decimal("0.075") / 1_000_000
-    assert orjson.loads(row["Tags"]) == {"cost_center": "CC-SUP-001", "environment": "prod",
-                                         "feature": "support-copilot", "team": "support"}
+    assert orjson.loads(row["Tags"]) == {
+        "cost_center": "CC-SUP-001",
+        "environment": "prod",
+        "feature": "support-copilot",
+        "team": "support",
+    }
     assert orjson.loads(row["SkuPriceDetails"])["TokenCacheAction"] == "Read"
     assert row["x_WorkflowId"] == "support-copilot" and row["x_RateCardVersion"] == "openai-2026-06-08"
 
 
-def test_finance_csv_export_to_s3_with_moto(seeded: Runtime, events: list[Ev], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finance_csv_export_to_s3_with_moto(
+    seeded: Runtime, events: list[Ev], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")

@@ -7,9 +7,19 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import orjson
+import pytest
 from freezegun import freeze_time
 
-from allotment.jobs import Job, JobLeader, catch_up, collect_jobs, execute, last_fire_time, period_key, run_job
+from allotment.jobs import (
+    Job,
+    JobLeader,
+    catch_up,
+    collect_jobs,
+    execute,
+    last_fire_time,
+    period_key,
+    run_job,
+)
 from allotment.runtime import Runtime
 
 from .seed import CONFIG, Ev, in_july
@@ -87,10 +97,8 @@ def test_a_failed_run_is_retried_and_then_done(seeded: Runtime) -> None:
 
     job = Job("flaky", flaky, None, "0 6 1 * *", "", "month")
     moment = _utc(2026, 10, 1, 12)
-    try:
+    with pytest.raises(RuntimeError):
         execute(seeded, job, now=moment)
-    except RuntimeError:
-        pass
     assert execute(seeded, job, now=moment) == "2026-09"
     assert execute(seeded, job, now=moment)["skipped"]
     assert calls == ["2026-09", "2026-09"]
@@ -98,7 +106,8 @@ def test_a_failed_run_is_retried_and_then_done(seeded: Runtime) -> None:
 
 def test_config_reschedules_and_disables_jobs(seeded: Runtime) -> None:
     seeded.apply_config_text(
-        CONFIG + "\njobs:\n  finance-report: {cron: '0 7 2 * *'}\n  workflow-scoreboard: {enabled: false}\n", "j.yaml"
+        CONFIG + "\njobs:\n  finance-report: {cron: '0 7 2 * *'}\n  workflow-scoreboard: {enabled: false}\n",
+        "j.yaml",
     )
     jobs = {j.name: j for j in collect_jobs(seeded).jobs()}
     assert jobs["finance-report"].cron == "0 7 2 * *"

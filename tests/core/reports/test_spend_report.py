@@ -30,7 +30,7 @@ def test_totals_change_and_enforced_split(seeded: Runtime, events: list[Ev]) -> 
     assert report["passive_nanos"] == passive
     assert report["enforced_nanos"] == total - passive
     assert report["previous_total_nanos"] == sum(e.cost for e in june)
-    expected_change = (Decimal(total - report["previous_total_nanos"]) * 100 / report["previous_total_nanos"])
+    expected_change = Decimal(total - report["previous_total_nanos"]) * 100 / report["previous_total_nanos"]
     assert report["change_percent"] == str(expected_change.quantize(Decimal("0.1")))
     # the org budget is $50,000 (sample config) and nothing else caps it
     assert report["budget_nanos"] == 50_000 * 10**9

@@ -54,7 +54,9 @@ def test_simulate_prices_a_profile_exactly(seeded: Runtime, client: TestClient) 
     profile = Profile(Decimal(3400), Decimal(920), Decimal(2600), Decimal("0.25"), Decimal("0.1"))
     at = datetime(2026, 7, 1, tzinfo=UTC)
     data = simulate(seeded, profile, ["openai/gpt-5.4-mini", "openai/gpt-5.4"], at=at)
-    per_call = (Decimal(2550) * Decimal("0.75") + Decimal(850) * Decimal("0.075") + Decimal(920) * Decimal("4.50")) / 10**6
+    per_call = (
+        Decimal(2550) * Decimal("0.75") + Decimal(850) * Decimal("0.075") + Decimal(920) * Decimal("4.50")
+    ) / 10**6
     per_call *= Decimal("0.9") + Decimal("0.1") * Decimal("0.5")
     daily = per_call * 2600
     mini = data["models"][0]
@@ -62,8 +64,16 @@ def test_simulate_prices_a_profile_exactly(seeded: Runtime, client: TestClient) 
     assert mini["daily_nanos"] == int(daily * 10**9)
     assert mini["monthly_nanos"] == int(daily * 30 * 10**9)
     assert mini["weekly_nanos"] == int(daily * 7 * 10**9)
-    body = {"models": ["openai/gpt-5.4-mini"], "profile": {"input_tokens": 3400, "output_tokens": 920,
-            "calls_per_day": 2600, "cached_share": "0.25", "batch_share": "0.1"}}
+    body = {
+        "models": ["openai/gpt-5.4-mini"],
+        "profile": {
+            "input_tokens": 3400,
+            "output_tokens": 920,
+            "calls_per_day": 2600,
+            "cached_share": "0.25",
+            "batch_share": "0.1",
+        },
+    }
     served = client.post("/admin/simulate", json=body, headers=ADMIN).json()
     assert served["models"][0]["daily_nanos"] == mini["daily_nanos"]
     assert client.post("/admin/simulate", json={"models": []}, headers=ADMIN).status_code == 400
@@ -73,11 +83,18 @@ def test_recommendations_respect_every_callers_policy(seeded: Runtime, events: l
     data = recommend(seeded, days=40, now=datetime(2026, 8, 2, 12, tzinfo=UTC))
     routes = [r for r in data["recommendations"] if r["type"] == "route"]
     assert routes, "the seed holds overpriced short-output traffic"
-    tiers = {w: seeded.directory.people[seeded.directory.person_by_email(e).id].tier_id for w, e in EMAILS.items()}  # type: ignore[union-attr]
+    tiers = {
+        w: seeded.directory.people[seeded.directory.person_by_email(e).id].tier_id for w, e in EMAILS.items()
+    }  # type: ignore[union-attr]
     for rec in routes:
         provider, model = rec["to"].split("/", 1)
-        callers = {e.who for e in events if in_july(e) and f"feature={e.labels.get('feature')}" == rec["workflow"]
-                   and f"{e.provider}/{e.model}" == rec["from"]}
+        callers = {
+            e.who
+            for e in events
+            if in_july(e)
+            and f"feature={e.labels.get('feature')}" == rec["workflow"]
+            and f"{e.provider}/{e.model}" == rec["from"]
+        }
         assert callers
         for who in callers:
             assert who is not None
@@ -89,11 +106,16 @@ def test_recommendations_respect_every_callers_policy(seeded: Runtime, events: l
 
 def test_recommended_saving_is_priced_from_actual_tokens(seeded: Runtime, events: list[Ev]) -> None:
     now = datetime(2026, 8, 2, 12, tzinfo=UTC)
-    rerank = next(r for r in recommend(seeded, days=40, now=now)["recommendations"]
-                  if r["type"] == "route" and r["workflow"] == "feature=search-rerank")
+    rerank = next(
+        r
+        for r in recommend(seeded, days=40, now=now)["recommendations"]
+        if r["type"] == "route" and r["workflow"] == "feature=search-rerank"
+    )
     provider, model = rerank["to"].split("/", 1)
     mine = [e for e in events if in_july(e) and e.labels.get("feature") == "search-rerank"]
-    candidate = sum(seeded.rate_book.price(provider, model, e.usage, now, e.mode.value).amount_nanos for e in mine)
+    candidate = sum(
+        seeded.rate_book.price(provider, model, e.usage, now, e.mode.value).amount_nanos for e in mine
+    )
     assert rerank["evidence"]["candidate_cost_nanos"] == candidate
     assert rerank["saving_nanos"] == sum(e.cost for e in mine) - candidate
     assert rerank["move_percent"] == "100" and rerank["confidence"] == "medium"
@@ -111,9 +133,14 @@ def test_dashboard_windows(seeded: Runtime, events: list[Ev]) -> None:
 
 
 def test_html_is_self_contained(seeded: Runtime) -> None:
-    for page in (spend_html(spend_report(seeded, "2026-07")), workflows_html(workflow_report(seeded, "2026-07", ["feature"]))):
+    for page in (
+        spend_html(spend_report(seeded, "2026-07")),
+        workflows_html(workflow_report(seeded, "2026-07", ["feature"])),
+    ):
         assert page.startswith("<!doctype html>") and "<svg" in page
-        assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+        assert (
+            "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+        )
         assert "<script" not in page
 
 
@@ -127,13 +154,32 @@ def test_cli_reports_and_export(seeded: Runtime, tmp_path: Path, events: list[Ev
     result = runner.invoke(app, ["report", "spend", "--period", "2026-07", "--json", "--database-url", url])
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.stdout)["total_nanos"] == sum(e.cost for e in events if in_july(e))
-    result = runner.invoke(app, ["report", "workflows", "-p", "2026-07", "-g", "feature", "-f", "csv", "--database-url", url])
+    result = runner.invoke(
+        app, ["report", "workflows", "-p", "2026-07", "-g", "feature", "-f", "csv", "--database-url", url]
+    )
     assert result.exit_code == 0 and result.stdout.startswith("workflow,requests")
-    result = runner.invoke(app, ["export", "--kind", "focus", "-p", "2026-07", "--out", str(tmp_path), "--database-url", url])
+    result = runner.invoke(
+        app, ["export", "--kind", "focus", "-p", "2026-07", "--out", str(tmp_path), "--database-url", url]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "focus-2026-07.csv").exists()
-    result = runner.invoke(app, ["simulate", "-m", "openai/gpt-5.4", "--input", "1200000", "--output", "300000",
-                                 "--calls-per-day", "1", "--json", "--database-url", url])
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "-m",
+            "openai/gpt-5.4",
+            "--input",
+            "1200000",
+            "--output",
+            "300000",
+            "--calls-per-day",
+            "1",
+            "--json",
+            "--database-url",
+            url,
+        ],
+    )
     assert orjson.loads(result.stdout)["models"][0]["daily_usd"] == "7.5"  # the worked example
     bad = runner.invoke(app, ["report", "spend", "--period", "March", "--database-url", url])
     assert bad.exit_code == 2 and "YYYY-MM" in bad.output

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from datetime import date
-from zoneinfo import ZoneInfo
 from decimal import ROUND_HALF_EVEN, Decimal
+from zoneinfo import ZoneInfo
 
 from allotment.reports.workflows import workflow_report
 from allotment.runtime import Runtime

@@ -16,8 +16,17 @@ branch_labels = None
 depends_on = None
 
 METRICS = (
-    "requests", "errors", "retries", "batch_requests", "tool_requests", "unpriced_requests",
-    "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "cost_nanos",
+    "requests",
+    "errors",
+    "retries",
+    "batch_requests",
+    "tool_requests",
+    "unpriced_requests",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "cost_nanos",
 )
 
 
