@@ -1,0 +1,146 @@
+"""Turn one parsed log line into money: settle it by request id, or record it passively.
+
+Both core calls are idempotent by request id, so re-reading a line after a crash charges nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from allotment.codec import intent_from_dict
+from allotment.errors import AllotmentError, Denied, NotFound
+from allotment.types import CallIntent, EndpointMode, Outcome, Principal, Usage
+
+from allotment_nginx.logline import LogRecord
+
+if TYPE_CHECKING:
+    from allotment.runtime import Runtime
+
+log = logging.getLogger("allotment.nginx")
+
+# What to charge for an admitted call whose reply reached the client without usage
+# (the client aborted a stream, or the upstream never sent a usage block):
+#   reserve: charge the reserved worst case, flagged estimated (budgets stay conservative)
+#   release: charge nothing, flagged usage_missing (trust that nothing was generated)
+ABORTED_POLICIES = ("reserve", "release")
+USAGE_MISSING = "usage_missing"
+
+
+def _last_status(upstream_status: str) -> int | None:
+    # "502, 200" after a retry: the last attempt is the one that answered
+    tail = upstream_status.replace(":", ",").split(",")[-1].strip()
+    return int(tail) if tail.isdigit() else None
+
+
+def outcome_of(rec: LogRecord) -> Outcome:
+    if rec.status == 499:
+        return Outcome.CANCELLED
+    return Outcome.SUCCESS if rec.status < 400 else Outcome.ERROR
+
+
+def reached_generation(rec: LogRecord) -> bool:
+    """True when the upstream answered 2xx, so tokens may have been generated."""
+    upstream = _last_status(rec.upstream_status)
+    return upstream is not None and 200 <= upstream < 300
+
+
+class LedgerSink:
+    """Settles enforced lines and records passive ones through the runtime's waist."""
+
+    def __init__(self, runtime: Runtime, *, aborted: str = "reserve") -> None:
+        if aborted not in ABORTED_POLICIES:
+            raise ValueError(f"aborted policy is one of {ABORTED_POLICIES}, got {aborted!r}")
+        self.rt = runtime
+        self.aborted = aborted
+        self._providers: dict[str, str] = {}
+
+    def handle(self, rec: LogRecord) -> str:
+        """Apply one line; returns what happened: settled, recorded, denied, skipped or unknown."""
+        if rec.deny_status:
+            return "denied"  # refused before the call: nothing was reserved, nothing to charge
+        if rec.reservation_id:
+            return self._settle(rec)
+        return self._record(rec)
+
+    # -- enforced ----------------------------------------------------------------------
+    def _settle(self, rec: LogRecord) -> str:
+        usage, outcome, flags = rec.usage, outcome_of(rec), ()
+        if usage is None:
+            if not reached_generation(rec):
+                usage, outcome = Usage(), Outcome.ERROR  # the provider never answered: release
+            elif self.aborted == "reserve":
+                usage, flags = self._reserved_usage(rec.request_id), (USAGE_MISSING,)
+                outcome = Outcome.CANCELLED
+            else:
+                usage, outcome, flags = Usage(), Outcome.CANCELLED, (USAGE_MISSING,)
+        try:
+            self.rt.settle(rec.request_id, usage, outcome, flags=flags)
+        except NotFound:
+            log.warning("nginx line %s: no reservation in this ledger; skipped", rec.request_id)
+            return "unknown"
+        return "settled"
+
+    def _reserved_usage(self, request_id: str) -> Usage:
+        """The worst case the reservation held, as usage, so settling charges exactly the hold."""
+        state = self.rt.ledger.reservation(request_id)
+        if state is None:
+            return Usage(estimated=True)
+        intent = intent_from_dict(state.context["intent"])
+        max_out = intent.max_output_tokens
+        if not max_out:
+            at = intent.at or datetime.now(UTC)
+            try:
+                max_out = self.rt.rate_book.max_output_tokens(intent.provider, intent.model, at)
+            except AllotmentError:
+                max_out = None
+            if not max_out:
+                config = self.rt.config
+                max_out = config.policy.default_max_output_tokens if config else 4096
+        return Usage(input_tokens=intent.input_tokens, output_tokens=int(max_out), estimated=True)
+
+    # -- passive -----------------------------------------------------------------------
+    def _record(self, rec: LogRecord) -> str:
+        if not rec.model:
+            return "skipped"  # not a model call (or the upstream never named a model)
+        usage, flags = rec.usage, ()
+        if usage is None:
+            if not reached_generation(rec) or rec.status >= 400 and rec.status != 499:
+                return "skipped"  # failed before any token: nothing was spent
+            usage, flags = Usage(), (USAGE_MISSING,)
+        provider, model = self._resolve(rec.model)
+        intent = CallIntent(
+            request_id=rec.request_id,
+            provider=provider,
+            model=model,
+            endpoint_mode=EndpointMode.STREAM if rec.stream else EndpointMode.SYNC,
+            labels=rec.labels,
+            trace_id=rec.trace_id,
+            at=rec.at,
+        )
+        self.rt.record(intent, usage, outcome_of(rec), principal=self._principal(rec.key_hash), flags=flags)
+        return "recorded"
+
+    def _resolve(self, name: str) -> tuple[str, str]:
+        known = self._providers.get(name)
+        if known is not None:
+            return known, name.removeprefix(known + "/")
+        try:
+            provider, model = self.rt.resolve_model(name)
+        except Denied:
+            return "unknown", name  # recorded and flagged unpriced, never dropped
+        self._providers[name] = provider
+        return provider, model
+
+    def _principal(self, key_hash: str) -> Principal | None:
+        if not key_hash:
+            return None
+        directory = self.rt.directory
+        principal = directory.principal_for_key(key_hash)
+        if principal is None and self.rt.ledger.generation() != directory.generation:
+            self.rt.refresh_directory()  # a key issued since we loaded the directory
+            principal = self.rt.directory.principal_for_key(key_hash)
+        if principal is not None and principal.kind == "inactive":
+            return None
+        return principal

@@ -1,0 +1,239 @@
+// allotment for nginx (njs >= 0.7): body-aware pre-authorization and token-usage capture.
+// preauth: js_content handler that asks allotment's /v1/authorize, passes denials through
+// with their real status and JSON body, then redirects to @llm_upstream.
+// filter: js_body_filter that reads usage from JSON and SSE replies into js_var variables.
+
+var crypto = require('crypto');
+
+var SSE_LINE_CAP = 65536;        // a partial SSE line longer than this is dropped
+var JSON_CAP = 2 * 1024 * 1024;  // JSON bodies past this are not parsed (logged as skipped)
+
+function keyOf(r) {
+    var auth = r.headersIn['Authorization'] || '';
+    var m = /^\s*bearer\s+(.+?)\s*$/i.exec(auth);
+    if (m) { return m[1]; }
+    return (r.headersIn['X-Api-Key'] || '').trim();
+}
+
+// The SHA-256 of the caller's key (never the key itself): allotment resolves it to a person.
+function key_hash(r) {
+    var key = keyOf(r);
+    return key ? crypto.createHash('sha256').update(key).digest('hex') : '';
+}
+
+// X-Allotment-Label-<Name> headers as a JSON object, so passive lines carry their labels.
+function labels(r) {
+    var out = {};
+    var any = false;
+    for (var name in r.headersIn) {
+        var lower = name.toLowerCase();
+        if (lower.indexOf('x-allotment-label-') === 0) {
+            out[lower.substring(18)] = String(r.headersIn[name]).trim();
+            any = true;
+        }
+    }
+    return any ? JSON.stringify(out) : '';
+}
+
+function deny(r, status, body, reason) {
+    r.variables.authz_deny_status = String(status);
+    r.variables.authz_reason = reason;
+    r.headersOut['Content-Type'] = 'application/json';
+    r.headersOut['X-Should-Retry'] = 'false';
+    r.return(status, body);
+}
+
+function denyJson(r, status, type, code, message) {
+    var body = {error: {type: type, code: code, message: message, param: null,
+                        request_id: r.variables.request_id}};
+    deny(r, status, JSON.stringify(body) + '\n', code);
+}
+
+async function preauth(r) {
+    var body;
+    try {
+        body = JSON.parse(r.requestText || '');
+    } catch (e) {
+        body = null;
+    }
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+        denyJson(r, 400, 'invalid_request_error', 'invalid_request', 'the request body must be a JSON object');
+        return;
+    }
+    if (typeof body.model !== 'string' || !body.model) {
+        denyJson(r, 400, 'invalid_request_error', 'invalid_request', '`model` is required');
+        return;
+    }
+    var ask = Object.assign({}, body);
+    ask.request_id = r.variables.request_id;
+    var maxOut = body.max_completion_tokens || body.max_tokens || body.max_output_tokens;
+    if (typeof maxOut === 'number') { ask.max_output_tokens = maxOut; }
+    delete ask.max_tokens;
+    delete ask.max_completion_tokens;
+    var reply;
+    try {
+        reply = await r.subrequest('/_allotment_authorize', {method: 'POST', body: JSON.stringify(ask)});
+    } catch (e) {
+        reply = null;
+    }
+    if (reply === null || reply.status >= 500 && reply.status !== 503 || reply.status === 0) {
+        // fail closed: no decision means no call
+        denyJson(r, 503, 'server_error', 'ledger_unavailable', 'the allotment decision service is unavailable');
+        return;
+    }
+    if (reply.status !== 200) {
+        var reason = 'denied';
+        try { reason = JSON.parse(reply.responseText).error.code || reason; } catch (e) {}
+        deny(r, reply.status, reply.responseText, reason);
+        return;
+    }
+    var admitted = {};
+    try { admitted = JSON.parse(reply.responseText); } catch (e) {}
+    var principal = admitted.principal || {};
+    r.variables.authz_reservation = admitted.reservation_id || '';
+    r.variables.authz_person = principal.person_id || '';
+    r.variables.authz_key_id = principal.key_id || '';
+    r.variables.llm_model = body.model;
+    r.variables.llm_stream = body.stream ? 'true' : 'false';
+    if (body.stream) {
+        // usage exists in a stream only when asked for; ask for it so the log can settle it
+        var opts = Object.assign({}, body.stream_options || {});
+        if (!opts.include_usage) {
+            opts.include_usage = true;
+            body.stream_options = opts;
+        }
+    }
+    r.variables.llm_body = JSON.stringify(body);
+    r.internalRedirect('@llm_upstream');
+}
+
+function num(v) {
+    return (typeof v === 'number' && isFinite(v) && v >= 0) ? String(Math.floor(v)) : '';
+}
+
+// Normalise both wire shapes to OpenAI's meaning: prompt_tokens includes cached and written.
+function record(r, usage, src, state) {
+    var v = r.variables;
+    if (usage.prompt_tokens !== undefined || usage.completion_tokens !== undefined) {
+        var pd = usage.prompt_tokens_details || {};
+        var cd = usage.completion_tokens_details || {};
+        v.llm_prompt_tokens = num(usage.prompt_tokens);
+        v.llm_completion_tokens = num(usage.completion_tokens);
+        v.llm_total_tokens = num(usage.total_tokens);
+        v.llm_cached_tokens = num(pd.cached_tokens || 0);
+        v.llm_cache_write_tokens = '0';  // OpenAI does not charge cache writes
+        v.llm_reasoning_tokens = num(cd.reasoning_tokens || 0);
+    } else if (usage.input_tokens !== undefined && usage.output_tokens !== undefined &&
+               usage.cache_read_input_tokens === undefined && usage.cache_creation_input_tokens === undefined &&
+               usage.input_tokens_details !== undefined) {
+        // OpenAI Responses API
+        var id = usage.input_tokens_details || {};
+        var od = usage.output_tokens_details || {};
+        v.llm_prompt_tokens = num(usage.input_tokens);
+        v.llm_completion_tokens = num(usage.output_tokens);
+        v.llm_total_tokens = num(usage.total_tokens);
+        v.llm_cached_tokens = num(id.cached_tokens || 0);
+        v.llm_cache_write_tokens = '0';
+        v.llm_reasoning_tokens = num(od.reasoning_tokens || 0);
+    } else {
+        // Anthropic: message_start carries input and cache counts, message_delta the output
+        var a = state.anthropic;
+        ['input_tokens', 'cache_read_input_tokens', 'cache_creation_input_tokens', 'output_tokens']
+            .forEach(function (k) { if (typeof usage[k] === 'number') { a[k] = usage[k]; } });
+        var prompt = (a.input_tokens || 0) + (a.cache_read_input_tokens || 0) + (a.cache_creation_input_tokens || 0);
+        v.llm_prompt_tokens = String(prompt);
+        v.llm_completion_tokens = String(a.output_tokens || 0);
+        v.llm_total_tokens = String(prompt + (a.output_tokens || 0));
+        v.llm_cached_tokens = String(a.cache_read_input_tokens || 0);
+        v.llm_cache_write_tokens = String(a.cache_creation_input_tokens || 0);
+        v.llm_reasoning_tokens = '0';
+    }
+    v.llm_usage_src = src;
+}
+
+function seeMessage(r, msg, src, state) {
+    if (!msg || typeof msg !== 'object') { return; }
+    if (typeof msg.model === 'string' && !r.variables.llm_model) { r.variables.llm_model = msg.model; }
+    var usage = msg.usage;
+    if (msg.type === 'message_start' && msg.message) {
+        usage = msg.message.usage;
+        if (typeof msg.message.model === 'string' && !r.variables.llm_model) {
+            r.variables.llm_model = msg.message.model;
+        }
+    } else if (msg.type === 'response.completed' && msg.response) {
+        usage = msg.response.usage;
+    }
+    if (usage && typeof usage === 'object') { record(r, usage, src, state); }
+}
+
+function sseLine(r, line, state) {
+    if (line.charCodeAt(line.length - 1) === 13) { line = line.substring(0, line.length - 1); }
+    if (line.indexOf('data:') !== 0 || line.indexOf('"usage"') < 0 && line.indexOf('"model"') < 0) { return; }
+    var data = line.substring(5).trim();
+    if (data === '[DONE]') { return; }
+    try { seeMessage(r, JSON.parse(data), 'sse', state); } catch (e) {}
+}
+
+function classify(r, state) {
+    var enc = r.variables.upstream_http_content_encoding || '';
+    var type = r.headersOut['Content-Type'] || '';
+    if (r.status !== 200) {
+        state.mode = 'skip';
+    } else if (enc && enc !== 'identity') {
+        // judged by the upstream's header: nginx's own gzip has already set headersOut
+        r.variables.llm_usage_src = 'skipped:content-encoding=' + enc;
+        state.mode = 'skip';
+    } else if (type.indexOf('text/event-stream') >= 0) {
+        state.mode = 'sse';
+    } else if (type.indexOf('json') >= 0) {
+        state.mode = 'json';
+    } else {
+        state.mode = 'skip';
+    }
+}
+
+function consume(r, data, last, state) {
+    if (state.mode === undefined) { classify(r, state); }
+    if (state.mode === 'sse') {
+        var buf = state.pending.length ? Buffer.concat([state.pending, data]) : data;
+        var start = 0;
+        var nl;
+        while ((nl = buf.indexOf(10, start)) >= 0) {
+            sseLine(r, buf.slice(start, nl).toString('utf8'), state);
+            start = nl + 1;
+        }
+        state.pending = buf.slice(start);
+        if (state.pending.length > SSE_LINE_CAP) { state.pending = Buffer.alloc(0); }
+        if (last && state.pending.length) { sseLine(r, state.pending.toString('utf8'), state); }
+    } else if (state.mode === 'json') {
+        if (state.size + data.length > JSON_CAP) {
+            state.mode = 'skip';
+            r.variables.llm_usage_src = 'skipped:too-large';
+            return;
+        }
+        state.chunks.push(data);
+        state.size += data.length;
+        if (last) {
+            var doc = JSON.parse(Buffer.concat(state.chunks).toString('utf8'));
+            seeMessage(r, doc, 'json', state);
+            if (!r.variables.llm_usage_src) { r.variables.llm_usage_src = 'json:no-usage'; }
+        }
+    }
+}
+
+var state = null;  // njs clones the VM per request, so this is per request
+
+function filter(r, data, flags) {
+    // pass the bytes on first: nothing here may ever truncate the client's response
+    r.sendBuffer(data, flags);
+    try {
+        if (state === null) {
+            state = {pending: Buffer.alloc(0), chunks: [], size: 0, anthropic: {}};
+        }
+        consume(r, data, flags.last, state);
+    } catch (e) {
+        if (!r.variables.llm_usage_src) { r.variables.llm_usage_src = 'error:' + String(e).substring(0, 60); }
+    }
+}
+
+export default {preauth, filter, key_hash, labels};

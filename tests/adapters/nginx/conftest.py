@@ -1,0 +1,60 @@
+"""Session fixtures: one fake provider, one ``allotment serve``, an enforcing and a passive nginx.
+
+Tests issue their own keys (with their own budgets) and read the shared access logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from allotment.runtime import Runtime
+from allotment.settings import Settings
+from allotment.testing import SAMPLE_CONFIG
+from allotment.testing.fake_upstream import FakeUpstream
+
+from nginx_harness import Nginx, nginx_available, start_nginx, start_serve, stop
+
+
+@dataclass
+class Stack:
+    fake: FakeUpstream
+    decision_url: str
+    enforced: Nginx
+    passive: Nginx
+    runtime: Runtime  # on the same database as allotment serve: issues keys, reads the ledger
+    workdir: Path
+
+    def key(self, email: str = "ada@acme.example", budget: str | None = None) -> tuple[str, str]:
+        key, key_id = self.runtime.admin.issue_key(
+            email, name="nginx-test", monthly_budget=Decimal(budget) if budget else None
+        )
+        self.runtime.refresh_directory()
+        return key, key_id
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    if not nginx_available():
+        pytest.skip("nginx with the njs module is not installed (make system-deps)")
+    workdir = tmp_path_factory.mktemp("nginx-stack")
+    database_url = f"sqlite:///{workdir / 'allotment.db'}"
+    fake = FakeUpstream().start()
+    serve, decision_url = start_serve(workdir, SAMPLE_CONFIG, database_url)
+    runtime = Runtime.open(Settings(database_url=database_url), migrate=False, load_entrypoints=False)
+    enforced = passive = None
+    try:
+        enforced = start_nginx(workdir / "enforced", fake.url, decision_url)
+        passive = start_nginx(workdir / "passive", fake.url, decision_url, passive=True)
+        yield Stack(fake, decision_url, enforced, passive, runtime, workdir)
+    finally:
+        for server in (enforced, passive):
+            if server is not None:
+                stop(server.process)
+        runtime.close()
+        stop(serve)
+        fake.stop()
