@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import boto3
 from botocore.awsrequest import AWSResponse
 
 STREAM_TYPE = "application/vnd.amazon.eventstream"
@@ -142,3 +143,13 @@ class FakeBedrock:
 
     def last_body(self) -> dict[str, Any]:
         return json.loads(self.requests[-1].body)
+
+
+def bedrock_client() -> Any:
+    """A real bedrock-runtime client with fake credentials (never leaves this machine)."""
+    return boto3.client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )

@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from bedrock_wire import FakeBedrock
+from bedrock_wire import FakeBedrock, bedrock_client
 
 from allotment.runtime import Runtime
 from allotment.testing import temporary_runtime
@@ -33,15 +32,6 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
 @pytest.fixture
 def ada_key(rt: Runtime) -> str:
     return rt.admin.issue_key("ada@acme.example")[0]
-
-
-def bedrock_client() -> Any:
-    return boto3.client(
-        "bedrock-runtime",
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @pytest.fixture

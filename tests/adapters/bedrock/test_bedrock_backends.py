@@ -9,13 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bedrock_wire import FakeBedrock, converse_stream_events
+from bedrock_wire import FakeBedrock, bedrock_client, converse_stream_events
 
 from allotment.plugins import create_plugin_manager, describe_plugins
 from allotment.runtime import Runtime
 from allotment_bedrock import govern
 from allotment_bedrock.ingest import ingest
-from conftest import bedrock_client
 
 HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 HELLO = [{"role": "user", "content": [{"text": "Hello there"}]}]

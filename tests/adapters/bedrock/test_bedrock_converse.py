@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from bedrock_wire import FakeBedrock
+from bedrock_wire import FakeBedrock, bedrock_client
 from botocore.exceptions import ClientError, ParamValidationError
 from botocore.stub import ANY, Stubber
 
@@ -159,7 +159,7 @@ def test_unknown_keys_and_unpriced_models_are_refused(
     with pytest.raises(BedrockCallDenied) as caught:
         client.converse(modelId=SONNET, messages=HELLO)
     assert (caught.value.status, caught.value.code) == (401, "invalid_api_key")
-    other = __import__("conftest").bedrock_client()
+    other = bedrock_client()
     FakeBedrock(other)
     govern(other, rt, credential=ada_key)
     with pytest.raises(BedrockCallDenied) as caught:
