@@ -5,6 +5,7 @@ denials reach the client with their real status and allotment's JSON body.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from pathlib import Path
 
 import httpx
@@ -71,3 +72,120 @@ def test_allowed_call_is_reserved_then_settled_from_the_log_at_the_exact_cost(st
     # gpt-5.4-mini: 1000 fresh x $0.75/M + 200 cached x $0.075/M + 300 out x $4.50/M
     assert event.cost_nanos == 750_000 + 15_000 + 1_350_000
     assert stack.runtime.reservation_state(request_id) == "settled"
+
+
+def wait_for_line(log: Path, request_id: str, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = log_lines(log).get(request_id)
+        if line is not None:
+            return line
+        time.sleep(0.05)
+    raise AssertionError(f"no log line for {request_id}")
+
+
+def test_disallowed_model_gets_403_with_the_json_body(stack):
+    key, _ = stack.key("sam@acme.example")  # the support tier may use gpt-5.4-mini only
+    before = len(stack.fake.requests)
+    reply = chat(stack.enforced.url, key, model="gpt-4o")
+    assert reply.status_code == 403
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"]["code"] == "model_not_allowed"
+    assert len(stack.fake.requests) == before  # refused before it left
+    line = log_lines(stack.enforced.log)[reply.json()["error"].get("request_id") or _last_id(stack)]
+    assert (line["status"], line["deny_status"], line["deny_reason"]) == (403, "403", "model_not_allowed")
+
+
+def _last_id(stack) -> str:
+    return list(log_lines(stack.enforced.log))[-1]
+
+
+def test_exhausted_budget_gets_402_with_the_json_body_not_500(stack, tmp_path):
+    key, _ = stack.key(budget="0.0001")
+    reply = chat(stack.enforced.url, key, max_tokens=200)
+    assert reply.status_code == 402
+    error = reply.json()["error"]
+    assert error["code"] == "budget_exceeded" and error["scope"] == "key"
+    assert reply.headers["x-should-retry"] == "false"
+    line = log_lines(stack.enforced.log)[_last_id(stack)]
+    assert (line["status"], line["deny_status"], line["reservation_id"]) == (402, "402", "")
+    assert ingest(stack, tmp_path).stats.outcomes["denied"] >= 1
+
+
+def test_unknown_key_gets_401(stack):
+    reply = chat(stack.enforced.url, "sk-not-issued")
+    assert reply.status_code == 401
+    assert reply.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_stream_usage_is_requested_and_settled_from_the_sse_reply(stack, tmp_path):
+    key, _ = stack.key()
+    stack.fake.default = Script(usage=FakeUsage(input_tokens=400, cache_read_tokens=100, output_tokens=8))
+    with httpx.stream(
+        "POST", stack.enforced.url + "/v1/chat/completions", timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    ) as reply:
+        assert reply.status_code == 200
+        body = b"".join(reply.iter_bytes())
+    assert body.rstrip().endswith(b"data: [DONE]")
+    sent = stack.fake.requests[-1]
+    assert sent.json["stream_options"] == {"include_usage": True}  # injected so the log has usage
+    request_id = {k.lower(): v for k, v in sent.headers.items()}["x-request-id"]
+    line = wait_for_line(stack.enforced.log, request_id)
+    assert (line["usage_src"], line["stream"], line["prompt_tokens"]) == ("sse", "true", "500")
+    ingest(stack, tmp_path)
+    event = stack.runtime.event(request_id)
+    # gpt-4o: 400 fresh x $2.50/M + 100 cached x $1.25/M + 8 out x $10.00/M
+    assert event is not None and event.cost_nanos == 1_000_000 + 125_000 + 80_000
+    assert event.endpoint_mode == "stream"
+
+
+def test_aborted_stream_without_usage_is_charged_its_reservation(stack, tmp_path):
+    key, _ = stack.key()
+    stack.fake.default = Script(usage=FakeUsage(input_tokens=50, output_tokens=60), chunk_delay=0.05)
+    with httpx.stream(
+        "POST", stack.enforced.url + "/v1/chat/completions", timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "gpt-5.4-mini", "stream": True, "max_tokens": 100,
+              "messages": [{"role": "user", "content": "hi"}]},
+    ) as reply:
+        assert reply.status_code == 200
+        next(reply.iter_bytes())  # the first chunk, then the client walks away
+    request_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    line = wait_for_line(stack.enforced.log, request_id)
+    assert line["prompt_tokens"] == "" and line["upstream_status"] == "200"
+    reserved = stack.runtime.ledger.reservation(request_id).amount_nanos
+    ingest(stack, tmp_path)
+    event = stack.runtime.event(request_id)
+    assert event is not None and event.outcome in (Outcome.CANCELLED, Outcome.SUCCESS)
+    assert event.cost_nanos == reserved  # the documented default policy: keep the maximum
+    assert "usage_missing" in event.flags and event.usage.estimated
+
+
+def test_forty_concurrent_calls_never_overspend(stack, tmp_path):
+    key, key_id = stack.key(budget="0.05")
+    stack.fake.default = Script(usage=FakeUsage(input_tokens=100, output_tokens=50))
+
+    def call(_: int) -> httpx.Response:
+        return chat(stack.enforced.url, key, max_tokens=1000)
+
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        replies = list(pool.map(call, range(40)))
+    statuses = sorted(r.status_code for r in replies)
+    ok = statuses.count(200)
+    assert set(statuses) == {200, 402}
+    admitted = [
+        {k.lower(): v for k, v in r.headers.items()}
+        for r in stack.fake.requests if r.headers.get("Authorization", "").endswith(PROVIDER_KEY)
+    ]
+    wallet = next(w for w in stack.runtime.ledger.all_wallets() if w.scope == "key" and w.scope_id == key_id)
+    # every admitted call still holds the same worst case, so exactly what fits was admitted
+    ids = [h["x-request-id"] for h in admitted[-ok:]]
+    hold = stack.runtime.ledger.reservation(ids[0]).amount_nanos
+    assert ok == 50_000_000 // hold
+    assert wallet.reserved_nanos == ok * hold <= wallet.limit_nanos
+    ingest(stack, tmp_path)
+    wallet = next(w for w in stack.runtime.ledger.all_wallets() if w.scope == "key" and w.scope_id == key_id)
+    # 100 in x $0.75/M + 50 out x $4.50/M = 75,000 + 225,000 nanos per call
+    assert (wallet.spent_nanos, wallet.reserved_nanos) == (ok * 300_000, 0)
