@@ -98,6 +98,10 @@ def start_nginx(prefix: Path, upstream: str, decision: str, *, passive: bool = F
     conf = prefix / "nginx.conf"
     conf.write_text(render_main(options, workers=2))
     globals_ = f"daemon off; pid {prefix / 'nginx.pid'}; error_log {prefix / 'error.log'} info;"
+    if os.geteuid() == 0:
+        # workers reopen the log on USR1; as root they would drop to nobody, who cannot
+        # write into pytest's private temp directories
+        globals_ += " user root;"
     out = prefix / "stdout.log"
     with out.open("wb") as handle:
         process = subprocess.Popen(
