@@ -6,7 +6,7 @@ A raising observer is retried with back-off and never blocks other observers or 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("allotment.outbox")
 
 MAX_ATTEMPTS = 8
+
+
+class RetryLater(Exception):
+    """Raised by an observer when its service asked to wait (a 429 with Retry-After).
+
+    The delivery is retried after ``seconds`` and the attempt does not count toward the
+    dead-letter limit, so a long, announced outage delays alerts but never drops them.
+    """
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        super().__init__(reason or f"retry after {seconds:g}s")
+        self.seconds = max(float(seconds), 0.0)
 BATCH = 500
 OUTBOX_HOOKS = ("budget_threshold", "anomaly_detected")
 
@@ -82,7 +94,11 @@ def _wallet(conn: Connection, wallet_id: int) -> Wallet | None:
 def _outbox_args(conn: Connection, hook: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     if hook == "budget_threshold":
         wallet = _wallet(conn, int(payload["wallet_id"]))
-        return None if wallet is None else {"wallet": wallet, "fraction": payload["fraction"]}
+        if wallet is None:
+            return None
+        if "spent_nanos" in payload:  # the counters at the crossing, not at delivery
+            wallet = replace(wallet, spent_nanos=int(payload["spent_nanos"]), limit_nanos=int(payload["limit_nanos"]))
+        return {"wallet": wallet, "fraction": payload["fraction"]}
     if hook == "anomaly_detected":
         data = dict(payload)
         if data.get("at"):
@@ -131,7 +147,8 @@ def _fail(
     exc: Exception, now: datetime, report: DeliveryReport,
 ) -> dict[str, Any] | None:
     """Record a failure. Returns the new state when the row is dead-lettered (move on)."""
-    attempts = int(state.get("attempts", 0)) + 1
+    waiting = isinstance(exc, RetryLater)
+    attempts = int(state.get("attempts", 0)) + (0 if waiting else 1)
     message = f"{plugin}: {type(exc).__name__}: {exc}"
     log.warning("observer %s failed on #%s (attempt %s): %s", plugin, row_id, attempts, exc)
     report.errors.append(message)
@@ -148,7 +165,7 @@ def _fail(
             _save_cursor(conn, name, dead)
             report.dead += 1
             return dead
-        backoff = min(2**attempts, 3600)
+        backoff = exc.seconds if isinstance(exc, RetryLater) else min(2**attempts, 3600)
         _save_cursor(
             conn, name,
             {

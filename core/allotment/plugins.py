@@ -41,6 +41,10 @@ def _names_from_env(value: str | None) -> set[str] | None:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
+# (distribution name, version) of plugins loaded from entry points, by plugin identity
+_DISTS: dict[int, tuple[str, str]] = {}
+
+
 def create_plugin_manager(
     defaults: Iterable[tuple[str, object]] = (),
     *,
@@ -79,6 +83,9 @@ def create_plugin_manager(
                     code="plugin_load_failed",
                 ) from exc
             pm.register(plugin, name=ep.name)
+            dist = getattr(ep, "dist", None)
+            if dist is not None:
+                _DISTS[id(plugin)] = (dist.metadata["Name"], dist.version)
     for name, plugin in extra:
         pm.register(plugin, name=name)
     try:
@@ -110,20 +117,17 @@ class PluginInfo:
 
 def describe_plugins(pm: pluggy.PluginManager) -> list[PluginInfo]:
     """Every registered plugin with the hooks it implements, sorted by name."""
-    dists = {
-        plugin: dist for plugin, dist in pm.list_plugin_distinfo()
-    }
     infos: list[PluginInfo] = []
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin) or repr(plugin)
         hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()))
-        dist = dists.get(plugin)
+        package, version = _DISTS.get(id(plugin), (None, None))
         infos.append(
             PluginInfo(
                 name=name,
                 hooks=hooks,
-                version=dist.version if dist is not None else None,
-                package=dist.project_name if dist is not None else None,
+                version=version,
+                package=package,
                 builtin=name.startswith("allotment.defaults."),
             )
         )
@@ -148,8 +152,8 @@ class Hooks:
         decisions: Sequence[Decision | None] = self._hook.check_policy(
             principal=principal, intent=intent
         )
-        # pluggy calls later-registered plugins first; report in registration order.
-        for decision in reversed(decisions):
+        # in call order: plugins before the built-in (trylast) policy, so theirs is reported
+        for decision in decisions:
             if decision is not None and not decision.allowed:
                 return decision
         return None

@@ -322,3 +322,21 @@ def test_event_and_reservation_state_lookups(runtime: Runtime, ada: str) -> None
     assert runtime.reservation_state(admission.request_id) == "settled"
     assert runtime.event(admission.request_id) == event
     assert runtime.reservation_state("req_unknown") is None
+
+
+def test_a_plugins_deny_is_reported_before_the_builtin_policys(tmp_path, database_url: str) -> None:
+    from allotment import Decision, hookimpl
+    from allotment.testing import temporary_runtime
+
+    class NoMoon:
+        @hookimpl
+        def check_policy(self, principal, intent):  # type: ignore[no-untyped-def]
+            if intent.labels.get("environment") == "moon":
+                return Decision.deny(403, "no_moon", "no requests from the moon")
+            return None
+
+    with temporary_runtime(tmp_path, database_url=database_url, plugins=[("nomoon", NoMoon())]) as rt:
+        key, _ = rt.admin.issue_key("ada@acme.example")
+        with pytest.raises(Denied) as info:  # the built-in policy would say 400 invalid_request
+            rt.admit(intent(key, labels={"environment": "moon"}))
+        assert (info.value.status, info.value.code) == (403, "no_moon")

@@ -498,3 +498,36 @@ def test_hook_register_commands() -> None:
     result = runner.invoke(app, ["greet", "ada", "--shout"])
     assert (result.exit_code, result.output) == (0, "HELLO ADA\n")
     assert "greet" in runner.invoke(app, ["--help"]).output
+
+
+def test_retry_later_waits_as_asked_and_never_dead_letters(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    from allotment import Usage, hookimpl
+    from allotment.outbox import MAX_ATTEMPTS, RetryLater, deliver
+    from allotment.testing import intent, temporary_runtime
+
+    class Busy:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.busy = True
+
+        @hookimpl
+        def usage_recorded(self, event):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.busy:
+                raise RetryLater(30)
+
+    busy = Busy()
+    with temporary_runtime(tmp_path, plugins=[("busy", busy)]) as rt:
+        key, _ = rt.admin.issue_key("ada@acme.example")
+        a = rt.admit(intent(key))
+        rt.settle(a.request_id, Usage(output_tokens=1))
+        now = datetime.now(UTC)
+        for i in range(MAX_ATTEMPTS + 2):
+            deliver(rt, now=now + timedelta(seconds=31 * i))
+        assert busy.calls == MAX_ATTEMPTS + 2  # every wait honoured, never dead-lettered
+        assert deliver(rt, now=now + timedelta(seconds=31 * (MAX_ATTEMPTS + 2) - 20)).delivered == 0
+        busy.busy = False
+        report = deliver(rt, now=now + timedelta(seconds=31 * (MAX_ATTEMPTS + 3)))
+        assert report.delivered == 1 and report.dead == 0

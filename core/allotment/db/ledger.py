@@ -448,14 +448,14 @@ class Ledger:
     ) -> tuple[int, bool, dict[str, Any]]:
         cost = int(values["cost_nanos"])
         over = False
-        crossings: list[tuple[int, Decimal]] = []
+        crossings: list[tuple[int, Decimal, int, int]] = []
         for wallet_id, spent, limit in self._charge_wallets(conn, wallet_ids, release_nanos, cost):
             over = over or spent > limit
             before = spent - cost
             for fraction in thresholds:
                 mark = fraction * limit
                 if limit > 0 and before < mark <= spent:
-                    crossings.append((wallet_id, fraction))
+                    crossings.append((wallet_id, fraction, spent, limit))
         if over:
             values["flags"] = _add_flag(values.get("flags", ""), "over_limit")
         stored = self._normalise_event(values)
@@ -477,8 +477,11 @@ class Ledger:
                 ),
                 rows,
             )
-        for wallet_id, fraction in crossings:
-            payload = orjson.dumps({"wallet_id": wallet_id, "fraction": str(fraction)}).decode()
+        for wallet_id, fraction, spent, limit in crossings:
+            # the wallet as it was at the crossing, so a delayed alert still tells the truth
+            payload = orjson.dumps(
+                {"wallet_id": wallet_id, "fraction": str(fraction), "spent_nanos": spent, "limit_nanos": limit}
+            ).decode()
             conn.execute(
                 self.sql_outbox,
                 (

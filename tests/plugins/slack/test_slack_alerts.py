@@ -63,10 +63,11 @@ def test_fifty_eighty_hundred_percent_are_exactly_three_messages_naming_wallet_s
     _spend(rt, key, 12, clock)  # well past 100%: passive spend may exceed the limit
     deliver(rt, now=clock.now)
     deliver(rt, now=clock.advance(60))
-    # the outbox hands over the wallet as it is at delivery: all three show the spend by then
+    # each message shows the wallet at its crossing: every call adds $22.50 ($270 / 12), so
+    # 50% ($100) is crossed by the 5th call, 80% ($160) by the 8th, 100% ($200) by the 9th
     assert _threshold_texts(slack) == [
-        f"AI budget {pct}% reached: person sam@acme.example spent $270.00 of $200.00 (2026-11)"
-        for pct in (50, 80, 100)
+        f"AI budget {pct}% reached: person sam@acme.example spent {spent} of $200.00 (2026-11)"
+        for pct, spent in ((50, "$112.50"), (80, "$180.00"), (100, "$202.50"))
     ]
     for message in slack.delivered:
         assert "sam@acme.example" in message["blocks"][0]["text"]["text"]
