@@ -1,0 +1,138 @@
+"""A ``CallIntent`` from the request LiteLLM hands to ``async_pre_call_hook``.
+
+The public model group is resolved to its deployment (``provider/model``) through LiteLLM's router.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from allotment.errors import Denied
+from allotment.gateway.estimate import input_upper_bound
+from allotment.gateway.labels import extract_tags
+from allotment.runtime import Runtime
+from allotment.types import CallIntent, EndpointMode, Principal
+
+from allotment_litellm.identity import end_user_of
+
+# LiteLLM provider names that allotment's rate cards call something else
+PROVIDER_ALIASES = {
+    "gemini": "google",
+    "vertex_ai": "google",
+    "vertex_ai_beta": "google",
+    "text-completion-openai": "openai",
+    "bedrock_converse": "bedrock",
+}
+USER_AGENT_TAG = "User-Agent:"
+
+
+class ModelResolver:
+    """Public model name -> (provider, model) for allotment, cached per router object."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._router_id = 0
+        self._cache: dict[str, tuple[str, str]] = {}
+
+    def resolve(self, public_name: str) -> tuple[str, str]:
+        router = _router()
+        if id(router) != self._router_id:
+            self._cache = {}
+            self._router_id = id(router)
+        hit = self._cache.get(public_name)
+        if hit is not None:
+            return hit
+        resolved = self._resolve(router, public_name)
+        if len(self._cache) < 10_000:
+            self._cache[public_name] = resolved
+        return resolved
+
+    def _resolve(self, router: Any, public_name: str) -> tuple[str, str]:
+        deployment = public_name
+        if router is not None:
+            try:
+                deployments = router.get_model_list(model_name=public_name) or []
+            except Exception:  # a router that does not know the name: price the name itself
+                deployments = []
+            for entry in deployments:
+                params = entry.get("litellm_params") or {}
+                if isinstance(params.get("model"), str):
+                    deployment = params["model"]
+                    break
+        head, sep, tail = deployment.partition("/")
+        if sep:
+            provider = PROVIDER_ALIASES.get(head.lower(), head.lower())
+            if provider in self.runtime.rate_book.providers():
+                return provider, tail
+            deployment = tail
+        return self.runtime.resolve_model(deployment)
+
+
+def _router() -> Any:
+    try:
+        from litellm.proxy import proxy_server
+    except Exception:  # the SDK without the proxy extra: no router to ask
+        return None
+    return getattr(proxy_server, "llm_router", None)
+
+
+def _headers(data: Mapping[str, Any]) -> Mapping[str, str]:
+    request = data.get("proxy_server_request")
+    if isinstance(request, Mapping) and isinstance(request.get("headers"), Mapping):
+        return request["headers"]
+    metadata = data.get("metadata")
+    if isinstance(metadata, Mapping) and isinstance(metadata.get("headers"), Mapping):
+        return metadata["headers"]
+    return {}
+
+
+def _body_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The client's own body ``metadata`` (LiteLLM merges its fields into ``data['metadata']``)."""
+    metadata = data.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return {}
+    requester = metadata.get("requester_metadata")
+    out = dict(requester) if isinstance(requester, Mapping) else {}
+    tags = metadata.get("tags")
+    if isinstance(tags, list):
+        # tags written as key=value become labels; LiteLLM's automatic User-Agent tags do not
+        for tag in tags:
+            if isinstance(tag, str) and "=" in tag and not tag.startswith(USER_AGENT_TAG):
+                key, _, value = tag.partition("=")
+                out.setdefault(key.strip(), value.strip())
+    return out
+
+
+def _max_output(data: Mapping[str, Any]) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def build_intent(
+    data: Mapping[str, Any], principal: Principal, resolver: ModelResolver, user_api_key_dict: Any
+) -> CallIntent:
+    call_id = data.get("litellm_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise Denied(400, "invalid_request", "LiteLLM passed no litellm_call_id; cannot reserve")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise Denied(400, "invalid_request", "the request names no model")
+    provider, resolved = resolver.resolve(model)
+    tags = extract_tags(_headers(data), {"metadata": _body_metadata(data)})
+    return CallIntent(
+        request_id=call_id,
+        provider=provider,
+        model=resolved,
+        endpoint_mode=EndpointMode.STREAM if data.get("stream") else EndpointMode.SYNC,
+        input_tokens=input_upper_bound(data if isinstance(data, dict) else dict(data)),
+        max_output_tokens=_max_output(data),
+        labels=tags.labels,
+        trace_id=tags.trace_id,
+        retry_of=tags.retry_of,
+        end_user=end_user_of(user_api_key_dict, data),
+        principal=principal,
+    )

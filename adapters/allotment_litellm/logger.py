@@ -1,0 +1,246 @@
+"""The ``CustomLogger`` LiteLLM calls: admit in ``async_pre_call_hook``, settle from the log events.
+
+Every hook is declared on this class itself: LiteLLM skips hooks a subclass merely inherits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from litellm.integrations.custom_logger import CustomLogger
+
+from allotment.errors import AllotmentError, Denied, LedgerUnavailable, NotFound
+from allotment.runtime import Runtime
+
+from allotment_litellm import reconcile
+from allotment_litellm.errors import refusal
+from allotment_litellm.identity import IdentityMapper
+from allotment_litellm.intents import ModelResolver, build_intent
+from allotment_litellm.runtime_holder import RuntimeHolder
+
+log = logging.getLogger("allotment.litellm")
+
+GRACE_ENV = "ALLOTMENT_LITELLM_SETTLE_GRACE_SECONDS"
+DEFAULT_GRACE_SECONDS = 60
+# LiteLLM call types that spend tokens and go through admission; MCP tool calls do not
+ADMITTED_CALL_TYPES = frozenset(
+    {
+        "completion", "acompletion", "text_completion", "atext_completion",
+        "embeddings", "aembedding", "responses", "aresponses", "anthropic_messages",
+    }
+)
+PASSED_CALL_TYPE_PREFIXES = ("mcp", "call_mcp_tool", "list_mcp_tools")
+HOOKS = (
+    "async_pre_call_hook",
+    "async_post_call_failure_hook",
+    "async_post_call_streaming_iterator_hook",
+    "async_log_success_event",
+    "async_log_failure_event",
+)
+_MEMORY = 100_000
+_SETTLE_ATTEMPTS = (0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    provider: str
+    model: str
+    at: datetime
+    mode: str
+
+
+class AllotmentLogger(CustomLogger):
+    """Hard budgets for the LiteLLM proxy: reserve before the call, settle from the log events."""
+
+    def __init__(self, runtime: Runtime | None = None, *, settle_grace_seconds: int | None = None) -> None:
+        super().__init__()
+        self.holder = RuntimeHolder(runtime)
+        self.settle_grace_seconds = settle_grace_seconds or int(
+            os.environ.get(GRACE_ENV, DEFAULT_GRACE_SECONDS)
+        )
+        self._identity: IdentityMapper | None = None
+        self._resolver: ModelResolver | None = None
+        self._calls: OrderedDict[str, _Call] = OrderedDict()
+        self._denied: OrderedDict[str, None] = OrderedDict()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- admission ---------------------------------------------------------------------
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
+    ) -> dict[str, Any] | None:
+        kind = str(getattr(call_type, "value", call_type) or "")
+        call_id = data.get("litellm_call_id")
+        if kind.startswith(PASSED_CALL_TYPE_PREFIXES):
+            return None
+        if kind not in ADMITTED_CALL_TYPES:
+            self._remember(self._denied, call_id, None)
+            raise refusal(
+                Denied(400, "unsupported_endpoint", f"allotment cannot budget LiteLLM call type {kind!r}"),
+                call_id,
+            )
+        try:
+            rt = await self.holder.get_async()
+            max_tokens = await asyncio.to_thread(self._admit, rt, user_api_key_dict, data)
+        except AllotmentError as exc:
+            self._remember(self._denied, call_id, None)
+            raise refusal(exc, call_id) from None
+        except Exception as exc:  # fail closed: an unbudgeted call must not reach the provider
+            log.exception("allotment: admission failed for %s", call_id)
+            self._remember(self._denied, call_id, None)
+            raise refusal(LedgerUnavailable(f"allotment could not admit the call: {exc}"), call_id) from None
+        if max_tokens is not None:
+            data["max_tokens"] = max_tokens
+        return data
+
+    def _admit(self, rt: Runtime, user_api_key_dict: Any, data: dict[str, Any]) -> int | None:
+        if self._identity is None:
+            self._identity = IdentityMapper(rt)
+            self._resolver = ModelResolver(rt)
+        assert self._resolver is not None
+        principal = self._identity.principal(user_api_key_dict, data)
+        intent = build_intent(data, principal, self._resolver, user_api_key_dict)
+        intent = intent.with_changes(at=datetime.now(UTC))
+        admission = rt.admit(intent)
+        assert intent.at is not None
+        self._remember(
+            self._calls, intent.request_id,
+            _Call(intent.provider, intent.model, intent.at, intent.endpoint_mode.value),
+        )
+        clamped = admission.max_output_tokens
+        if clamped is not None and intent.max_output_tokens is not None and clamped < intent.max_output_tokens:
+            return clamped  # opt-in clamping shrank the request to what the budget pays for
+        return None
+
+    # -- streams -----------------------------------------------------------------------
+    async def async_post_call_streaming_iterator_hook(
+        self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
+    ) -> AsyncGenerator[Any, None]:
+        call_id = request_data.get("litellm_call_id")
+        rt = self.holder._runtime
+        interval = (rt.reservation_ttl_seconds / 3) if rt is not None else None
+        last = time.monotonic()
+        async for item in response:
+            yield item
+            if interval is not None and isinstance(call_id, str):
+                now = time.monotonic()
+                if now - last > interval:
+                    # a long stream keeps its hold: the TTL only catches callers that vanished
+                    last = now
+                    self._spawn(self._extend(call_id, None))
+
+    # -- settlement ----------------------------------------------------------------------
+    async def async_log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        try:
+            settlement = reconcile.success(kwargs, response_obj)
+        except Exception:
+            log.exception("allotment: unreadable LiteLLM success event; the hold will expire")
+            return
+        if settlement is not None:
+            await self._settle(settlement)
+
+    async def async_log_failure_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        try:
+            settlement = reconcile.failure(kwargs, response_obj)
+        except Exception:
+            log.exception("allotment: unreadable LiteLLM failure event; the hold will expire")
+            return
+        if settlement is not None:
+            await self._settle(settlement)
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict[str, Any],
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: str | None = None,
+    ) -> Any:
+        # The failure log event (queued, best effort) settles the call; if it never comes,
+        # the hold expires after a short grace instead of the full TTL.
+        call_id = request_data.get("litellm_call_id")
+        if isinstance(call_id, str) and call_id in self._calls:
+            self._spawn(self._extend(call_id, self.settle_grace_seconds))
+        return None
+
+    async def _settle(self, settlement: reconcile.Settlement) -> None:
+        if settlement.call_id in self._denied:
+            return  # refused at admission: nothing was reserved
+        rt = await self.holder.get_async()
+        flags = list(settlement.flags)
+        call = self._calls.pop(settlement.call_id, None)
+        if call is not None:
+            flags.extend(self._cost_flags(rt, call, settlement))
+        for delay in (*_SETTLE_ATTEMPTS, None):
+            try:
+                await rt.settle_async(
+                    settlement.call_id, settlement.usage, settlement.outcome,
+                    external_cost_nanos=settlement.external_cost_nanos, flags=flags,
+                )
+                return
+            except NotFound:
+                log.debug("allotment: LiteLLM call %s was not admitted here", settlement.call_id)
+                return
+            except AllotmentError:
+                log.exception("allotment: settling %s refused", settlement.call_id)
+                return
+            except Exception:
+                if delay is None:
+                    log.exception("allotment: settling %s failed; the hold will expire", settlement.call_id)
+                    return
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def _cost_flags(rt: Runtime, call: _Call, settlement: reconcile.Settlement) -> list[str]:
+        if settlement.external_cost_nanos is None:
+            return [reconcile.UNPRICED_FLAG] if settlement.usage.total_tokens else []
+        try:
+            ours = rt.hooks.price(call.provider, call.model, settlement.usage, call.at, call.mode)
+        except Exception:
+            ours = None
+        if ours is not None and reconcile.diverges(ours.amount_nanos, settlement.external_cost_nanos):
+            return [reconcile.DIVERGENCE_FLAG]
+        return []
+
+    async def _extend(self, call_id: str, seconds: int | None) -> None:
+        rt = self.holder._runtime
+        if rt is None:
+            return
+        try:
+            await rt.extend_async(call_id, seconds)
+        except Exception:
+            log.exception("allotment: extending the hold of %s failed", call_id)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    def _remember(store: OrderedDict[str, Any], key: object, value: Any) -> None:
+        if not isinstance(key, str):
+            return
+        store[key] = value
+        while len(store) > _MEMORY:
+            store.popitem(last=False)
+
+
+def check_hooks_declared(cls: type) -> None:
+    """Fail loudly at import if a hook we rely on is only inherited (LiteLLM would skip it)."""
+    missing = [name for name in HOOKS if name not in vars(cls)]
+    if missing:
+        raise RuntimeError(f"{cls.__name__} must declare {missing} itself; LiteLLM skips inherited hooks")
+
+
+check_hooks_declared(AllotmentLogger)
