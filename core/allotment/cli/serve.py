@@ -17,6 +17,7 @@ from allotment.cli.common import handle_errors
 
 _ENV_DEMO = "ALLOTMENT_SERVE_DEMO"
 _ENV_MAX_BODY = "ALLOTMENT_SERVE_MAX_BODY_BYTES"
+_ENV_JOBS = "ALLOTMENT_SERVE_JOBS"
 DEMO_EMAIL = "ada@acme.example"
 DEMO_SMALL_BUDGET = "0.01"
 
@@ -45,6 +46,7 @@ def worker_app() -> Any:
         runtime,
         force_mock=os.environ.get(_ENV_DEMO) == "1",
         max_body_bytes=int(os.environ.get(_ENV_MAX_BODY, str(32 * 1024 * 1024))),
+        run_jobs=os.environ.get(_ENV_JOBS, "1") == "1",
         close_runtime=True,
     )
 
@@ -103,6 +105,9 @@ def register(cli: typer.Typer) -> None:
         ] = 10.0,
         max_body_mb: Annotated[int, typer.Option(help="larger request bodies get 413")] = 32,
         log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+        jobs: Annotated[
+            bool, typer.Option("--jobs/--no-jobs", help="run scheduled jobs in this process")
+        ] = True,
     ) -> None:
         """Run the OpenAI- and Anthropic-compatible gateway (default 127.0.0.1:4000)."""
         import uvicorn
@@ -128,7 +133,7 @@ def register(cli: typer.Typer) -> None:
             **_uvicorn_options(),
         }
         if workers == 1:
-            app = create_app(runtime, force_mock=demo, max_body_bytes=max_body)
+            app = create_app(runtime, force_mock=demo, max_body_bytes=max_body, run_jobs=jobs)
             try:
                 uvicorn.run(app, **options)
             finally:
@@ -138,4 +143,5 @@ def register(cli: typer.Typer) -> None:
         os.environ[_ENV_DEMO] = "1" if demo else "0"
         os.environ[_ENV_MAX_BODY] = str(max_body)
         os.environ["ALLOTMENT_LOG_LEVEL"] = log_level
+        os.environ[_ENV_JOBS] = "1" if jobs else "0"
         uvicorn.run("allotment.cli.serve:worker_app", factory=True, workers=workers, **options)

@@ -32,6 +32,7 @@ def create_app(
     mock: MockUpstream | None = None,
     force_mock: bool = False,
     close_runtime: bool = False,
+    run_jobs: bool = False,
 ) -> FastAPI:
     """The gateway app for ``runtime`` (an open ``allotment.runtime.Runtime``).
 
@@ -41,6 +42,8 @@ def create_app(
     :param mock: the offline upstream (a fresh ``MockUpstream`` by default).
     :param force_mock: answer every provider with the mock upstream (``serve --demo``).
     :param close_runtime: close ``runtime`` when the app shuts down (worker processes).
+    :param run_jobs: run the scheduled jobs (expiry, outbox delivery, reports ...) while the
+        app serves; with several workers or replicas one of them leads (a lock elects it).
     """
     gateway = GatewayState(
         runtime,
@@ -52,8 +55,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        scheduler, leader = None, None
+        if run_jobs:
+            from allotment.jobs import JobLeader, start_scheduler
+
+            leader = JobLeader(runtime)
+            scheduler = start_scheduler(runtime, leader=leader)
         yield
         await gateway.shutdown()  # settle in-flight streams before the process exits
+        if scheduler is not None and leader is not None:
+            scheduler.shutdown(wait=True)
+            leader.release()
         if close_runtime:
             runtime.close()
 
