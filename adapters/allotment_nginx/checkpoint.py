@@ -31,7 +31,9 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
-        return cls(int(data["dev"]), int(data["ino"]), int(data["offset"]), str(data["fp"]), int(data["fp_len"]))
+        return cls(
+            int(data["dev"]), int(data["ino"]), int(data["offset"]), str(data["fp"]), int(data["fp_len"])
+        )
 
 
 def fingerprint(fd: int, length: int) -> str:
@@ -58,7 +60,9 @@ class DbCheckpointStore:
 
     def load(self) -> Checkpoint | None:
         with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT data FROM checkpoints WHERE name = :n"), {"n": self.name}).fetchone()
+            row = conn.execute(
+                text("SELECT data FROM checkpoints WHERE name = :n"), {"n": self.name}
+            ).fetchone()
         self._last = None if row is None else Checkpoint.from_dict(orjson.loads(row[0]))
         return self._last
 

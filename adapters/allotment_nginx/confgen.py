@@ -37,7 +37,7 @@ def _fill(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
     if "{{" in text:
-        raise ConfigError(f"unfilled placeholder in nginx template near {text[text.index('{{'):][:40]!r}")
+        raise ConfigError(f"unfilled placeholder in nginx template near {text[text.index('{{') :][:40]!r}")
     return text
 
 
@@ -87,10 +87,7 @@ def render_snippet(options: NginxOptions) -> str:
 
 def provider_auth_conf(api_key: str) -> str:
     """The include that hands the provider its own key (OpenAI and Anthropic header styles)."""
-    return (
-        f'proxy_set_header Authorization "Bearer {api_key}";\n'
-        f'proxy_set_header X-Api-Key "{api_key}";\n'
-    )
+    return f'proxy_set_header Authorization "Bearer {api_key}";\nproxy_set_header X-Api-Key "{api_key}";\n'
 
 
 def render_main(options: NginxOptions, *, js_module: str = DEFAULT_JS_MODULE, workers: int = 2) -> str:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from allotment.errors import AllotmentError
-
 from allotment_nginx.checkpoint import CheckpointStore, DbCheckpointStore
 from allotment_nginx.logline import MalformedLine, parse_line
 from allotment_nginx.sink import LedgerSink
@@ -38,7 +37,10 @@ class IngestStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "lines": self.lines,
-            **{name: self.outcomes.get(name, 0) for name in ("settled", "recorded", "denied", "skipped", "unknown")},
+            **{
+                name: self.outcomes.get(name, 0)
+                for name in ("settled", "recorded", "denied", "skipped", "unknown")
+            },
             "malformed": self.malformed,
             "failed": self.failed,
             "rotations": self.rotations,
@@ -100,7 +102,9 @@ class LogIngester:
             self.stats.failed += 1
             log.warning("nginx tail: line %s refused by the ledger: %s", record.request_id, exc.message)
 
-    def run(self, *, follow: bool = False, interval: float = 0.25, stop: threading.Event | None = None) -> IngestStats:
+    def run(
+        self, *, follow: bool = False, interval: float = 0.25, stop: threading.Event | None = None
+    ) -> IngestStats:
         """One pass (cron), or poll every ``interval`` seconds until ``stop`` is set."""
         stop = stop or threading.Event()
         self.poll()

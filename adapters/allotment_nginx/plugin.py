@@ -28,7 +28,8 @@ def nginx_config(
     log_path: str = typer.Option("/var/log/nginx/allotment.jsonl", "--log", help="the JSON access log"),
     js_path: str = typer.Option("/etc/nginx/njs/allotment.js", "--js-path", help="where allotment.js goes"),
     provider_auth: str = typer.Option(
-        "/etc/nginx/allotment-provider-auth.conf", "--provider-auth",
+        "/etc/nginx/allotment-provider-auth.conf",
+        "--provider-auth",
         help="include file with the provider key headers (see docs)",
     ),
     passive: bool = typer.Option(False, "--passive", help="no pre-authorization: only log usage"),
@@ -55,7 +56,9 @@ def nginx_config(
 def tail_nginx(
     log_path: Path = typer.Option(..., "--log", help="the allotment_json access log"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep following (default: one pass, for cron)"),
-    aborted: str = typer.Option("reserve", "--aborted", help="admitted calls without usage: reserve | release"),
+    aborted: str = typer.Option(
+        "reserve", "--aborted", help="admitted calls without usage: reserve | release"
+    ),
     rotate_wait: float = typer.Option(5.0, "--rotate-wait", help="seconds to drain a renamed log"),
     state: Path | None = typer.Option(None, "--state", help="checkpoint file (default: the database)"),
     database_url: str | None = DB_OPTION,

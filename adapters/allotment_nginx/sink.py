@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from allotment.codec import intent_from_dict
 from allotment.errors import AllotmentError, Denied, NotFound
 from allotment.types import CallIntent, EndpointMode, Outcome, Principal, Usage
-
 from allotment_nginx.logline import LogRecord
 
 if TYPE_CHECKING:

@@ -168,7 +168,9 @@ class Tailer:
             idle = time.time() - os.fstat(old.fd).st_mtime if old is not None else 0.0
             quiet_since = self.clock() - max(0.0, idle)
         if old is None:
-            log.warning("nginx tail: the checkpointed file of %s is gone; reading it from the start", self.path)
+            log.warning(
+                "nginx tail: the checkpointed file of %s is gone; reading it from the start", self.path
+            )
             return
         old.last_growth = quiet_since
         self.olds.append(old)
@@ -227,7 +229,8 @@ class Tailer:
             if copy is None:
                 log.warning(
                     "nginx tail: %s was truncated and no rotated copy matches; lines written "
-                    "between the copy and the truncate are lost (copytruncate's window)", self.path,
+                    "between the copy and the truncate are lost (copytruncate's window)",
+                    self.path,
                 )
             else:
                 copy.last_growth = -float("inf")

@@ -11,13 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from nginx_harness import Nginx, nginx_available, start_nginx, start_serve, stop
 
 from allotment.runtime import Runtime
 from allotment.settings import Settings
 from allotment.testing import SAMPLE_CONFIG
 from allotment.testing.fake_upstream import FakeUpstream
-
-from nginx_harness import Nginx, nginx_available, start_nginx, start_serve, stop
 
 
 @dataclass

@@ -92,8 +92,13 @@ def start_nginx(prefix: Path, upstream: str, decision: str, *, passive: bool = F
     auth = prefix / "provider-auth.conf"
     auth.write_text(provider_auth_conf(PROVIDER_KEY))
     options = NginxOptions(
-        upstream=upstream, decision=decision, listen=f"127.0.0.1:{port}", log=str(log),
-        js_path=str(js), passive=passive, provider_auth=str(auth),
+        upstream=upstream,
+        decision=decision,
+        listen=f"127.0.0.1:{port}",
+        log=str(log),
+        js_path=str(js),
+        passive=passive,
+        provider_auth=str(auth),
     )
     conf = prefix / "nginx.conf"
     conf.write_text(render_main(options, workers=2))
@@ -114,7 +119,9 @@ def start_nginx(prefix: Path, upstream: str, decision: str, *, passive: bool = F
 
 def allotment_command() -> list[str]:
     script = Path(sys.executable).with_name("allotment")
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from allotment.cli import main; main()"]
+    return (
+        [str(script)] if script.exists() else [sys.executable, "-c", "from allotment.cli import main; main()"]
+    )
 
 
 def start_serve(workdir: Path, config: str, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -124,8 +131,16 @@ def start_serve(workdir: Path, config: str, database_url: str) -> tuple[subproce
     env = {**os.environ, "ALLOTMENT_DATABASE_URL": database_url, "ALLOTMENT_ADMIN_TOKEN": "nginx-test-token"}
     env.pop("ALLOTMENT_CONFIG", None)
     log = workdir / "serve.log"
-    command = [*allotment_command(), "serve", "--config", str(config_path), "--port", str(port),
-               "--log-level", "warning"]
+    command = [
+        *allotment_command(),
+        "serve",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"

@@ -11,24 +11,36 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from nginx_harness import PROVIDER_KEY
 
 from allotment.testing.fake_upstream import FakeUsage, Script
 from allotment.types import Outcome
-
 from allotment_nginx.checkpoint import FileCheckpointStore
 from allotment_nginx.ingest import LogIngester
-from nginx_harness import PROVIDER_KEY
 
 pytestmark = pytest.mark.slow
 
 
-def chat(url: str, key: str, *, model: str = "gpt-5.4-mini", stream: bool = False, max_tokens: int = 200,
-         headers: dict[str, str] | None = None) -> httpx.Response:
-    body = {"model": model, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": max_tokens}
+def chat(
+    url: str,
+    key: str,
+    *,
+    model: str = "gpt-5.4-mini",
+    stream: bool = False,
+    max_tokens: int = 200,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "max_tokens": max_tokens,
+    }
     if stream:
         body["stream"] = True
     return httpx.post(
-        url + "/v1/chat/completions", json=body, timeout=30,
+        url + "/v1/chat/completions",
+        json=body,
+        timeout=30,
         headers={"Authorization": f"Bearer {key}", **(headers or {})},
     )
 
@@ -42,8 +54,12 @@ def log_lines(path: Path) -> dict[str, dict]:
 
 
 def ingest(stack, tmp_path: Path, log: Path | None = None) -> LogIngester:
-    ingester = LogIngester(stack.runtime, str(log or stack.enforced.log),
-                           store=FileCheckpointStore(tmp_path / "ckpt.json"), rotate_wait=0)
+    ingester = LogIngester(
+        stack.runtime,
+        str(log or stack.enforced.log),
+        store=FileCheckpointStore(tmp_path / "ckpt.json"),
+        rotate_wait=0,
+    )
     ingester.poll()
     ingester.close()
     return ingester
@@ -92,12 +108,8 @@ def test_disallowed_model_gets_403_with_the_json_body(stack):
     assert reply.headers["content-type"] == "application/json"
     assert reply.json()["error"]["code"] == "model_not_allowed"
     assert len(stack.fake.requests) == before  # refused before it left
-    line = log_lines(stack.enforced.log)[reply.json()["error"].get("request_id") or _last_id(stack)]
+    line = wait_for_line(stack.enforced.log, reply.headers["x-request-id"])
     assert (line["status"], line["deny_status"], line["deny_reason"]) == (403, "403", "model_not_allowed")
-
-
-def _last_id(stack) -> str:
-    return list(log_lines(stack.enforced.log))[-1]
 
 
 def test_exhausted_budget_gets_402_with_the_json_body_not_500(stack, tmp_path):
@@ -107,7 +119,7 @@ def test_exhausted_budget_gets_402_with_the_json_body_not_500(stack, tmp_path):
     error = reply.json()["error"]
     assert error["code"] == "budget_exceeded" and error["scope"] == "key"
     assert reply.headers["x-should-retry"] == "false"
-    line = log_lines(stack.enforced.log)[_last_id(stack)]
+    line = wait_for_line(stack.enforced.log, reply.headers["x-request-id"])
     assert (line["status"], line["deny_status"], line["reservation_id"]) == (402, "402", "")
     assert ingest(stack, tmp_path).stats.outcomes["denied"] >= 1
 
@@ -122,7 +134,9 @@ def test_stream_usage_is_requested_and_settled_from_the_sse_reply(stack, tmp_pat
     key, _ = stack.key()
     stack.fake.default = Script(usage=FakeUsage(input_tokens=400, cache_read_tokens=100, output_tokens=8))
     with httpx.stream(
-        "POST", stack.enforced.url + "/v1/chat/completions", timeout=30,
+        "POST",
+        stack.enforced.url + "/v1/chat/completions",
+        timeout=30,
         headers={"Authorization": f"Bearer {key}"},
         json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
     ) as reply:
@@ -145,10 +159,16 @@ def test_aborted_stream_without_usage_is_charged_its_reservation(stack, tmp_path
     key, _ = stack.key()
     stack.fake.default = Script(usage=FakeUsage(input_tokens=50, output_tokens=60), chunk_delay=0.05)
     with httpx.stream(
-        "POST", stack.enforced.url + "/v1/chat/completions", timeout=30,
+        "POST",
+        stack.enforced.url + "/v1/chat/completions",
+        timeout=30,
         headers={"Authorization": f"Bearer {key}"},
-        json={"model": "gpt-5.4-mini", "stream": True, "max_tokens": 100,
-              "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": "gpt-5.4-mini",
+            "stream": True,
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
     ) as reply:
         assert reply.status_code == 200
         next(reply.iter_bytes())  # the first chunk, then the client walks away
@@ -177,7 +197,8 @@ def test_forty_concurrent_calls_never_overspend(stack, tmp_path):
     assert set(statuses) == {200, 402}
     admitted = [
         {k.lower(): v for k, v in r.headers.items()}
-        for r in stack.fake.requests if r.headers.get("Authorization", "").endswith(PROVIDER_KEY)
+        for r in stack.fake.requests
+        if r.headers.get("Authorization", "").endswith(PROVIDER_KEY)
     ]
     wallet = next(w for w in stack.runtime.ledger.all_wallets() if w.scope == "key" and w.scope_id == key_id)
     # every admitted call still holds the same worst case, so exactly what fits was admitted

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from test_nginx_enforced import wait_for_line
 
 from allotment.directory import person_id_for
 from allotment.testing.fake_upstream import FakeUsage, Script
-
 from allotment_nginx.checkpoint import FileCheckpointStore
 from allotment_nginx.ingest import LogIngester
-from test_nginx_enforced import wait_for_line
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +18,8 @@ def test_passive_mode_attributes_calls_without_auth_request(stack, tmp_path):
     key, key_id = stack.key("grace@acme.example")
     stack.fake.default = Script(usage=FakeUsage(input_tokens=2000, cache_read_tokens=1000, output_tokens=100))
     reply = httpx.post(
-        stack.passive.url + "/v1/chat/completions", timeout=30,
+        stack.passive.url + "/v1/chat/completions",
+        timeout=30,
         headers={"Authorization": f"Bearer {key}", "X-Allotment-Label-Feature": "search"},
         json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
     )
@@ -29,7 +29,8 @@ def test_passive_mode_attributes_calls_without_auth_request(stack, tmp_path):
     assert line["reservation_id"] == "" and line["model"] == "gpt-4o"  # the model came from the reply
 
     anonymous = httpx.post(
-        stack.passive.url + "/v1/chat/completions", timeout=30,
+        stack.passive.url + "/v1/chat/completions",
+        timeout=30,
         json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
     )
     anonymous_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]

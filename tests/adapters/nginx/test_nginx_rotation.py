@@ -11,12 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nginx_harness import start_nginx, stop
 
 from allotment.testing.fake_upstream import FakeUsage, Script
-
 from allotment_nginx.checkpoint import FileCheckpointStore
 from allotment_nginx.ingest import LogIngester
-from nginx_harness import start_nginx, stop
 
 pytestmark = pytest.mark.slow
 COST = 100 * 750 + 50 * 4_500  # gpt-5.4-mini: 100 in x $0.75/M + 50 out x $4.50/M, in nanos
@@ -37,7 +36,9 @@ def send(server, key: str, n: int) -> list[str]:
     ids = []
     for _ in range(n):
         reply = httpx.post(
-            server.url + "/v1/chat/completions", timeout=30, headers={"Authorization": f"Bearer {key}"},
+            server.url + "/v1/chat/completions",
+            timeout=30,
+            headers={"Authorization": f"Bearer {key}"},
             json={"model": "gpt-5.4-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "x"}]},
         )
         assert reply.status_code == 200, reply.text

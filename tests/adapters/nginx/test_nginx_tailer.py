@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from allotment.types import Usage
-
 from allotment_nginx.checkpoint import FileCheckpointStore
 from allotment_nginx.logline import MalformedLine, parse_line
 from allotment_nginx.tailer import Tailer
@@ -91,19 +90,31 @@ def test_checkpoint_file_is_replaced_atomically(tmp_path: Path) -> None:
 
 
 def test_line_parser_reads_usage_and_refuses_garbage() -> None:
-    record = parse_line(line(prompt_tokens="1200", cached_tokens="200", completion_tokens="300",
-                             cache_write_tokens="0", reasoning_tokens="", reservation_id="res_1").rstrip())
+    record = parse_line(
+        line(
+            prompt_tokens="1200",
+            cached_tokens="200",
+            completion_tokens="300",
+            cache_write_tokens="0",
+            reasoning_tokens="",
+            reservation_id="res_1",
+        ).rstrip()
+    )
     assert record.usage == Usage(input_tokens=1000, cache_read_tokens=200, output_tokens=300)
     assert parse_line(line(prompt_tokens="", completion_tokens="")).usage is None
-    for bad in (b"not json", b"[1]", b'{"status":200}', line(prompt_tokens="12x"),
-                line(prompt_tokens="10", cached_tokens="20")):
+    for bad in (
+        b"not json",
+        b"[1]",
+        b'{"status":200}',
+        line(prompt_tokens="12x"),
+        line(prompt_tokens="10", cached_tokens="20"),
+    ):
         with pytest.raises(MalformedLine):
             parse_line(bad)
 
 
 def test_malformed_lines_are_counted_and_skipped(tmp_path: Path) -> None:
     from allotment.testing import temporary_runtime
-
     from allotment_nginx.ingest import LogIngester
 
     log = tmp_path / "llm.jsonl"
