@@ -27,8 +27,17 @@ CHECKPOINT = "sync-directory"
 MOVE_FIELDS = ("team_id", "tier_id", "cost_center")
 UPDATE_FIELDS = ("name", "level", "manager_email", "external_id", "email")
 _PERSON_COLUMNS = (
-    "id", "email", "name", "team_id", "tier_id", "level", "cost_center", "status", "source",
-    "external_id", "manager_email",
+    "id",
+    "email",
+    "name",
+    "team_id",
+    "tier_id",
+    "level",
+    "cost_center",
+    "status",
+    "source",
+    "external_id",
+    "manager_email",
 )
 
 
@@ -107,7 +116,7 @@ def load_settings(config: AllotmentConfig | None) -> SyncSettings:
         for bound in ("min_level", "max_level"):
             if item.get(bound) is not None and not isinstance(item[bound], int):
                 raise ConfigError(f"{where}: {bound} must be an integer")
-        rules.append(TierRule(**{k: (None if v is None else v) for k, v in item.items()}))
+        rules.append(TierRule(**item))
     every = raw.get("every_seconds", 3600)
     if not isinstance(every, int | float) or every <= 0:
         raise ConfigError("plugins.sync.every_seconds must be a positive number")
@@ -126,8 +135,12 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "action": self.action, "email": self.email, "source": self.source,
-            "person_id": self.person_id, "before": self.before, "after": self.after,
+            "action": self.action,
+            "email": self.email,
+            "source": self.source,
+            "person_id": self.person_id,
+            "before": self.before,
+            "after": self.after,
             "reason": self.reason,
         }
 
@@ -142,8 +155,12 @@ class Unplaced:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "email": self.email, "external_id": self.external_id,
-                "reason": self.reason}
+        return {
+            "source": self.source,
+            "email": self.email,
+            "external_id": self.external_id,
+            "reason": self.reason,
+        }
 
 
 @dataclass
@@ -172,9 +189,11 @@ class SyncResult:
     issued_keys: list[dict[str, str]] = field(default_factory=list)  # secrets shown once
 
     def to_dict(self, *, show_secrets: bool = True) -> dict[str, Any]:
-        keys = self.issued_keys if show_secrets else [
-            {k: v for k, v in item.items() if k != "key"} for item in self.issued_keys
-        ]
+        keys = (
+            self.issued_keys
+            if show_secrets
+            else [{k: v for k, v in item.items() if k != "key"} for item in self.issued_keys]
+        )
         return {
             "dry_run": self.dry_run,
             "applied": not self.dry_run,
@@ -197,8 +216,9 @@ def fetch_changes(rt: Runtime, since: datetime | None) -> list[DirectoryChanges]
     try:
         results = rt.hooks.sync_directory(since, plugin_config)
     except AllotmentError as exc:
-        raise SyncFailed(f"directory sync aborted, nothing applied: {exc.message}",
-                         details={"cause": exc.code}) from exc
+        raise SyncFailed(
+            f"directory sync aborted, nothing applied: {exc.message}", details={"cause": exc.code}
+        ) from exc
     except Exception as exc:  # a plugin bug must not leave a half-applied directory either
         raise SyncFailed(f"directory sync aborted, nothing applied: {type(exc).__name__}: {exc}") from exc
     sources = [r.source for r in results]
@@ -225,7 +245,9 @@ def _current_people(conn: Connection) -> list[dict[str, Any]]:
 
 
 def _active_key_owners(conn: Connection) -> set[str]:
-    return {r[0] for r in conn.execute(text("SELECT DISTINCT person_id FROM api_keys WHERE revoked_at IS NULL"))}
+    return {
+        r[0] for r in conn.execute(text("SELECT DISTINCT person_id FROM api_keys WHERE revoked_at IS NULL"))
+    }
 
 
 # -- planning --------------------------------------------------------------------------
@@ -261,8 +283,11 @@ def plan_changes(
     by_external = {(p["source"], p["external_id"]): p for p in people if p["external_id"]}
     seen_ids: set[str] = set()
     for batch in batches:
-        plan.sources[batch.source] = {"complete": batch.complete, "cursor": batch.cursor,
-                                      "records": len(batch.people)}
+        plan.sources[batch.source] = {
+            "complete": batch.complete,
+            "cursor": batch.cursor,
+            "records": len(batch.people),
+        }
         reported: set[str] = set()
         for record in batch.people:
             current = by_external.get((batch.source, record.external_id)) if record.external_id else None
@@ -272,22 +297,38 @@ def plan_changes(
             if current is not None:
                 reported.add(current["id"])
                 if current["id"] in seen_ids:
-                    plan.unplaced.append(Unplaced(batch.source, email or current["email"], record.external_id,
-                                                  "also reported by another HR system; left unchanged"))
+                    plan.unplaced.append(
+                        Unplaced(
+                            batch.source,
+                            email or current["email"],
+                            record.external_id,
+                            "also reported by another HR system; left unchanged",
+                        )
+                    )
                     continue
                 seen_ids.add(current["id"])
             _plan_record(plan, batch.source, record, email, current, key_owners, settings, today, by_email)
         if batch.complete:
             for person in people:
-                if (person["source"] == batch.source and person["id"] not in reported
-                        and (person["status"] == "active" or person["id"] in key_owners)):
+                if (
+                    person["source"] == batch.source
+                    and person["id"] not in reported
+                    and (person["status"] == "active" or person["id"] in key_owners)
+                ):
                     plan.changes.append(_leave(person, batch.source, "absent from a complete sync"))
     return plan
 
 
 def _leave(person: dict[str, Any], source: str, reason: str) -> Change:
-    return Change("leave", person["email"], source, person["id"], {"status": person["status"]},
-                  {"status": "inactive"}, reason)
+    return Change(
+        "leave",
+        person["email"],
+        source,
+        person["id"],
+        {"status": person["status"]},
+        {"status": "inactive"},
+        reason,
+    )
 
 
 def _plan_record(
@@ -306,8 +347,13 @@ def _plan_record(
             plan.skipped.append({"source": source, "email": email or None, "reason": "left before joining"})
         elif current["status"] == "active" or current["id"] in key_owners:
             # a termination wins over every other source: a leaver keeping access is the worst outcome
-            plan.changes.append(_leave(current, source, f"terminated in {source}"
-                                       + (f" (end date {record.end_date})" if record.end_date else "")))
+            plan.changes.append(
+                _leave(
+                    current,
+                    source,
+                    f"terminated in {source}" + (f" (end date {record.end_date})" if record.end_date else ""),
+                )
+            )
         return
     if not email:
         plan.unplaced.append(Unplaced(source, None, record.external_id, "no work email"))
@@ -321,10 +367,15 @@ def _plan_record(
         return
     rule = next((r for r in settings.rules if r.matches(record, source)), None)
     if rule is None:
-        plan.unplaced.append(Unplaced(
-            source, email, record.external_id,
-            f"no rule places department={record.department!r} title={record.title!r} level={record.level!r}",
-        ))
+        plan.unplaced.append(
+            Unplaced(
+                source,
+                email,
+                record.external_id,
+                f"no rule places department={record.department!r} title={record.title!r} "
+                f"level={record.level!r}",
+            )
+        )
         return
     after = {
         "email": email,
@@ -337,33 +388,69 @@ def _plan_record(
         "external_id": record.external_id,
     }
     if current is None:
-        plan.changes.append(Change("join", email, source, person_id_for(email), {}, after,
-                                   f"new in {source}: rule {rule.department or rule.title or '*'} -> {rule.tier}"))
+        plan.changes.append(
+            Change(
+                "join",
+                email,
+                source,
+                person_id_for(email),
+                {},
+                after,
+                f"new in {source}: rule {rule.department or rule.title or '*'} -> {rule.tier}",
+            )
+        )
         return
     if email != current["email"] and email in by_email:
-        plan.unplaced.append(Unplaced(source, email, record.external_id,
-                                      f"email changed from {current['email']} to one another person has"))
+        plan.unplaced.append(
+            Unplaced(
+                source,
+                email,
+                record.external_id,
+                f"email changed from {current['email']} to one another person has",
+            )
+        )
         return
     before = {k: current[k] for k in after}
     diff_before = {k: v for k, v in before.items() if after[k] != v}
     diff_after = {k: after[k] for k in diff_before}
     if current["status"] != "active":
-        plan.changes.append(Change("rejoin", email, source, current["id"], {**diff_before, "status": current["status"]},
-                                   {**diff_after, "status": "active"}, f"active again in {source}"))
+        plan.changes.append(
+            Change(
+                "rejoin",
+                email,
+                source,
+                current["id"],
+                {**diff_before, "status": current["status"]},
+                {**diff_after, "status": "active"},
+                f"active again in {source}",
+            )
+        )
     elif any(k in diff_before for k in MOVE_FIELDS):
-        plan.changes.append(Change("move", email, source, current["id"], diff_before, diff_after,
-                                   f"moved in {source}"))
+        plan.changes.append(
+            Change("move", email, source, current["id"], diff_before, diff_after, f"moved in {source}")
+        )
     elif diff_before:
-        plan.changes.append(Change("update", email, source, current["id"], diff_before, diff_after,
-                                   f"details changed in {source}"))
+        plan.changes.append(
+            Change(
+                "update",
+                email,
+                source,
+                current["id"],
+                diff_before,
+                diff_after,
+                f"details changed in {source}",
+            )
+        )
 
 
 # -- applying --------------------------------------------------------------------------
 def _apply_change(conn: Connection, change: Change, now: datetime) -> int:
     """Write one change; returns the number of keys revoked."""
     if change.action == "leave":
-        conn.execute(text("UPDATE people SET status = 'inactive', updated_at = :at WHERE id = :id"),
-                     {"at": now, "id": change.person_id})
+        conn.execute(
+            text("UPDATE people SET status = 'inactive', updated_at = :at WHERE id = :id"),
+            {"at": now, "id": change.person_id},
+        )
         cur = conn.execute(
             text("UPDATE api_keys SET revoked_at = :at WHERE person_id = :p AND revoked_at IS NULL"),
             {"at": now, "p": change.person_id},
@@ -380,7 +467,9 @@ def _apply_change(conn: Connection, change: Change, now: datetime) -> int:
         )
     else:
         assignments = ", ".join(f"{c} = :{c}" for c in values)
-        conn.execute(text(f"UPDATE people SET {assignments} WHERE id = :id"), {**values, "id": change.person_id})
+        conn.execute(
+            text(f"UPDATE people SET {assignments} WHERE id = :id"), {**values, "id": change.person_id}
+        )
     return 0
 
 
@@ -392,8 +481,14 @@ def _issue_key(conn: Connection, person_id: str, email: str, source: str, now: d
             "INSERT INTO api_keys (id, key_hash, prefix, person_id, name, labels, created_at) "
             "VALUES (:id, :h, :p, :pid, :n, '{}', :at)"
         ),
-        {"id": key_id, "h": hash_key(secret), "p": secret[: len(KEY_PREFIX) + 4], "pid": person_id,
-         "n": f"issued by {source} sync", "at": now},
+        {
+            "id": key_id,
+            "h": hash_key(secret),
+            "p": secret[: len(KEY_PREFIX) + 4],
+            "pid": person_id,
+            "n": f"issued by {source} sync",
+            "at": now,
+        },
     )
     return {"email": email, "key_id": key_id, "key": secret}
 
@@ -406,24 +501,44 @@ def run_sync(
     settings = load_settings(rt.config)
     with rt.engine.connect() as conn:
         checkpoint = read_checkpoint(conn)
-    since = None if full or not checkpoint.get("last_success") else datetime.fromisoformat(checkpoint["last_success"])
+    since = (
+        None
+        if full or not checkpoint.get("last_success")
+        else datetime.fromisoformat(checkpoint["last_success"])
+    )
     batches = fetch_changes(rt, since)  # network first: a vendor failure aborts before any write
     today = now.astimezone(rt.directory.timezone).date()
     if dry_run:
         with rt.engine.connect() as conn:
-            plan = plan_changes(batches, _current_people(conn), _active_key_owners(conn), settings,
-                                since=since, now=now, today=today)
+            plan = plan_changes(
+                batches,
+                _current_people(conn),
+                _active_key_owners(conn),
+                settings,
+                since=since,
+                now=now,
+                today=today,
+            )
         return SyncResult(plan, dry_run=True)
     result: SyncResult
     with rt.write_engine.begin() as conn:
         # planned again inside the write transaction so a concurrent admin write cannot be lost
-        plan = plan_changes(batches, _current_people(conn), _active_key_owners(conn), settings,
-                            since=since, now=now, today=today)
+        plan = plan_changes(
+            batches,
+            _current_people(conn),
+            _active_key_owners(conn),
+            settings,
+            since=since,
+            now=now,
+            today=today,
+        )
         result = SyncResult(plan, dry_run=False)
         for change in plan.changes:
             result.revoked_keys += _apply_change(conn, change, now)
             if settings.issue_keys and change.action == "join":
-                result.issued_keys.append(_issue_key(conn, change.person_id, change.email, change.source, now))
+                result.issued_keys.append(
+                    _issue_key(conn, change.person_id, change.email, change.source, now)
+                )
         cursors = dict(checkpoint.get("cursors") or {})
         cursors.update({s: info["cursor"] for s, info in plan.sources.items() if info["cursor"]})
         _write_checkpoint(conn, {"last_success": now.isoformat(), "cursors": cursors}, now)

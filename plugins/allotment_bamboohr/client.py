@@ -62,7 +62,9 @@ class BambooHRClient:
         self.sleep = sleep if sleep is not None else default_sleep
         # the password part of Basic auth is ignored by BambooHR; "x" is the documented filler
         self.http = httpx.Client(
-            auth=(api_key, "x"), timeout=timeout, transport=transport,
+            auth=(api_key, "x"),
+            timeout=timeout,
+            transport=transport,
             headers={"Accept": "application/json"},
         )
 
@@ -120,7 +122,10 @@ class BambooHRClient:
         if employee_ids is not None:
             body["filters"] = {"employeeIds": employee_ids}
         data = self._request(
-            "POST", "reports/custom", params={"format": "JSON", "onlyCurrent": "true"}, json=body,
+            "POST",
+            "reports/custom",
+            params={"format": "JSON", "onlyCurrent": "true"},
+            json=body,
             # exactly application/json: with a charset BambooHR parses the body as XML
             headers={"Content-Type": "application/json"},
         )

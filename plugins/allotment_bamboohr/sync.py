@@ -16,8 +16,19 @@ from allotment_bamboohr.client import BambooHRClient
 
 SOURCE = "bamboohr"
 BASE_FIELDS = [
-    "firstName", "lastName", "workEmail", "jobTitle", "department", "division", "location", "status",
-    "hireDate", "terminationDate", "supervisorEId", "supervisorEmail", "employeeNumber",
+    "firstName",
+    "lastName",
+    "workEmail",
+    "jobTitle",
+    "department",
+    "division",
+    "location",
+    "status",
+    "hireDate",
+    "terminationDate",
+    "supervisorEId",
+    "supervisorEmail",
+    "employeeNumber",
 ]
 _LEVEL = re.compile(r"(\d+)\s*$")
 
@@ -84,11 +95,14 @@ def fields(settings: dict[str, Any]) -> list[str]:
     return BASE_FIELDS + [f for f in extra if f and f not in BASE_FIELDS]
 
 
-def fetch(settings: dict[str, Any], since: datetime | None, *, client: BambooHRClient | None = None) -> DirectoryChanges:
+def fetch(
+    settings: dict[str, Any], since: datetime | None, *, client: BambooHRClient | None = None
+) -> DirectoryChanges:
     """Everyone (``since`` None: absent people have left), or the employees changed since."""
     own = client is None
     client = client or BambooHRClient(
-        base_url(settings), secret(settings.get("api_key"), "api_key"),
+        base_url(settings),
+        secret(settings.get("api_key"), "api_key"),
         max_attempts=int(settings.get("max_attempts", 4)),
     )
     try:

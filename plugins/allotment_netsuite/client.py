@@ -42,7 +42,9 @@ def _retry_after(value: str | None) -> float | None:
     if value.strip().isdigit():
         return min(float(value), MAX_WAIT_SECONDS)
     try:
-        return min(max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0), MAX_WAIT_SECONDS)
+        return min(
+            max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0), MAX_WAIT_SECONDS
+        )
     except (TypeError, ValueError):
         return None
 
@@ -55,7 +57,8 @@ def _details(response: httpx.Response) -> str:
     errors = body.get("o:errorDetails") if isinstance(body, dict) else None
     if isinstance(errors, list) and errors:
         return "; ".join(
-            f"{e.get('o:errorCode', '')} {e.get('o:errorPath', '')}: {e.get('detail', '')}".strip() for e in errors
+            f"{e.get('o:errorCode', '')} {e.get('o:errorPath', '')}: {e.get('detail', '')}".strip()
+            for e in errors
         )
     return str(body)[:200]
 
@@ -71,7 +74,9 @@ class NetSuiteClient:
         sleep: Callable[[float], None] | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self.base_url = (base_url or f"https://{account_slug(account_id)}.suitetalk.api.netsuite.com").rstrip("/")
+        self.base_url = (base_url or f"https://{account_slug(account_id)}.suitetalk.api.netsuite.com").rstrip(
+            "/"
+        )
         self.max_attempts = max_attempts
         self.sleep = sleep if sleep is not None else default_sleep
         self.http = httpx.Client(auth=auth, timeout=timeout, headers={"Accept": "application/json"})
@@ -88,18 +93,21 @@ class NetSuiteClient:
             except httpx.TransportError as exc:
                 if last:
                     raise NetSuiteError(f"NetSuite unreachable ({method} {path}): {exc}") from exc
-                self.sleep(min(2.0 ** attempt, 30.0) * random.random())
+                self.sleep(min(2.0**attempt, 30.0) * random.random())
                 continue
             if (response.status_code == 429 or response.status_code >= 500) and not last:
                 wait = _retry_after(response.headers.get("Retry-After"))
-                self.sleep(min(2.0 ** attempt, 30.0) * random.random() if wait is None else wait)
+                self.sleep(min(2.0**attempt, 30.0) * random.random() if wait is None else wait)
                 continue
             if response.status_code == 401:
-                raise NetSuiteError(f"NetSuite refused the token-based auth (401): {_details(response)}",
-                                    code="netsuite_unauthorized")
+                raise NetSuiteError(
+                    f"NetSuite refused the token-based auth (401): {_details(response)}",
+                    code="netsuite_unauthorized",
+                )
             if response.status_code >= 400:
-                raise NetSuiteError(f"NetSuite {method} {path} failed with {response.status_code}: "
-                                    f"{_details(response)}")
+                raise NetSuiteError(
+                    f"NetSuite {method} {path} failed with {response.status_code}: {_details(response)}"
+                )
             return response
         raise AssertionError("unreachable")
 
@@ -109,8 +117,11 @@ class NetSuiteClient:
         offset = 0
         while True:
             response = self._send(
-                "POST", "/services/rest/query/v1/suiteql", params={"limit": 1000, "offset": offset},
-                json={"q": query}, headers={"Prefer": "transient"},
+                "POST",
+                "/services/rest/query/v1/suiteql",
+                params={"limit": 1000, "offset": offset},
+                json={"q": query},
+                headers={"Prefer": "transient"},
             )
             page = response.json()
             rows.extend(page.get("items") or [])

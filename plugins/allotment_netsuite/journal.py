@@ -25,8 +25,21 @@ NANOS_PER_DOLLAR = Decimal(1_000_000_000)
 CENT = Decimal("0.01")
 UNASSIGNED = "(none)"
 CSV_COLUMNS = [
-    "External ID", "Date", "Posting Period", "Subsidiary", "Currency", "Exchange Rate", "Memo", "Account",
-    "Debit", "Credit", "Line Memo", "Department", "Class", "Location", "Name",
+    "External ID",
+    "Date",
+    "Posting Period",
+    "Subsidiary",
+    "Currency",
+    "Exchange Rate",
+    "Memo",
+    "Account",
+    "Debit",
+    "Credit",
+    "Line Memo",
+    "Department",
+    "Class",
+    "Location",
+    "Name",
 ]
 
 
@@ -71,9 +84,13 @@ class Journal:
                     item[key] = {"id": value}
             items.append(item)
         return {
-            "externalId": self.external_id, "subsidiary": {"id": self.subsidiary},
-            "currency": {"id": self.currency}, "tranDate": self.tran_date.isoformat(), "memo": self.memo,
-            "approved": True, "line": {"items": items},
+            "externalId": self.external_id,
+            "subsidiary": {"id": self.subsidiary},
+            "currency": {"id": self.currency},
+            "tranDate": self.tran_date.isoformat(),
+            "memo": self.memo,
+            "approved": True,
+            "line": {"items": items},
         }
 
 
@@ -111,7 +128,8 @@ def build_journals(settings: dict[str, Any], period: str, spend: dict[str, int])
     if missing:
         raise ConfigError(
             f"plugins.netsuite.cost_centers has no mapping for {', '.join(missing)}; nothing was posted",
-            code="netsuite_unmapped", details={"unmapped": missing},
+            code="netsuite_unmapped",
+            details={"unmapped": missing},
         )
     year, month = (int(p) for p in period.split("-"))
     tran_date = date(year, month, calendar.monthrange(year, month)[1])
@@ -124,33 +142,54 @@ def build_journals(settings: dict[str, Any], period: str, spend: dict[str, int])
             continue  # under half a cent: nothing a ledger can carry
         entry = mapping.get(cc, default)
         where = f"cost_centers.{cc if cc in mapping else 'default'}"
-        sub_id = str(entry.get("subsidiary") or settings.get("default_subsidiary") or next(iter(subsidiaries)))
+        sub_id = str(
+            entry.get("subsidiary") or settings.get("default_subsidiary") or next(iter(subsidiaries))
+        )
         sub = subsidiaries.get(sub_id)
         if not isinstance(sub, dict):
             raise ConfigError(f"plugins.netsuite.{where}: unknown subsidiary {sub_id!r}")
         journal = journals.get(sub_id)
         if journal is None:
             journal = journals[sub_id] = Journal(
-                external_id=f"{prefix}-{period}-{sub_id}", subsidiary=sub_id,
+                external_id=f"{prefix}-{period}-{sub_id}",
+                subsidiary=sub_id,
                 subsidiary_name=str(sub.get("name") or sub_id),
                 currency=_ident(sub.get("currency"), f"subsidiaries.{sub_id}.currency"),
                 currency_name=str(sub.get("currency_name") or sub.get("currency")),
-                tran_date=tran_date, memo=f"AI spend accrual {month_name}",
+                tran_date=tran_date,
+                memo=f"AI spend accrual {month_name}",
             )
         shared = {
-            "department": entry.get("department"), "department_name": entry.get("department_name"),
-            "klass": entry.get("class"), "class_name": entry.get("class_name"),
+            "department": entry.get("department"),
+            "department_name": entry.get("department_name"),
+            "klass": entry.get("class"),
+            "class_name": entry.get("class_name"),
         }
-        journal.lines.append(Line(
-            cc, _ident(entry.get("account"), f"{where}.account"), str(entry.get("account_name") or entry["account"]),
-            amount, "debit", f"LLM usage - {cc}", location=entry.get("location"),
-            location_name=entry.get("location_name"), **shared,
-        ))
+        journal.lines.append(
+            Line(
+                cc,
+                _ident(entry.get("account"), f"{where}.account"),
+                str(entry.get("account_name") or entry["account"]),
+                amount,
+                "debit",
+                f"LLM usage - {cc}",
+                location=entry.get("location"),
+                location_name=entry.get("location_name"),
+                **shared,
+            )
+        )
         credit = _ident(sub.get("credit_account"), f"subsidiaries.{sub_id}.credit_account")
-        journal.lines.append(Line(
-            cc, credit, str(sub.get("credit_account_name") or credit), amount, "credit",
-            "Accrued AI vendor spend", **shared,
-        ))
+        journal.lines.append(
+            Line(
+                cc,
+                credit,
+                str(sub.get("credit_account_name") or credit),
+                amount,
+                "credit",
+                "Accrued AI vendor spend",
+                **shared,
+            )
+        )
     return [journals[k] for k in sorted(journals)]
 
 
@@ -161,27 +200,43 @@ def csv_bytes(journals: list[Journal]) -> bytes:
     writer.writerow(CSV_COLUMNS)
     for j in journals:
         for ln in j.lines:
-            writer.writerow([
-                j.external_id, j.tran_date.strftime("%m/%d/%Y"), j.tran_date.strftime("%b %Y"),
-                j.subsidiary_name, j.currency_name, "1", j.memo, ln.account_name,
-                f"{ln.amount:.2f}" if ln.side == "debit" else "", f"{ln.amount:.2f}" if ln.side == "credit" else "",
-                ln.memo, ln.department_name or ln.department or "", ln.class_name or ln.klass or "",
-                ln.location_name or ln.location or "", "",
-            ])
+            writer.writerow(
+                [
+                    j.external_id,
+                    j.tran_date.strftime("%m/%d/%Y"),
+                    j.tran_date.strftime("%b %Y"),
+                    j.subsidiary_name,
+                    j.currency_name,
+                    "1",
+                    j.memo,
+                    ln.account_name,
+                    f"{ln.amount:.2f}" if ln.side == "debit" else "",
+                    f"{ln.amount:.2f}" if ln.side == "credit" else "",
+                    ln.memo,
+                    ln.department_name or ln.department or "",
+                    ln.class_name or ln.klass or "",
+                    ln.location_name or ln.location or "",
+                    "",
+                ]
+            )
     return buffer.getvalue().encode("utf-8")
 
 
 def referenced_ids(journals: list[Journal]) -> dict[str, set[str]]:
     """Record ids each SuiteQL table must contain before anything is posted."""
-    refs: dict[str, set[str]] = {t: set() for t in ("subsidiary", "currency", "account", "department",
-                                                    "classification", "location")}
+    refs: dict[str, set[str]] = {
+        t: set() for t in ("subsidiary", "currency", "account", "department", "classification", "location")
+    }
     for j in journals:
         refs["subsidiary"].add(j.subsidiary)
         refs["currency"].add(j.currency)
         for ln in j.lines:
             refs["account"].add(ln.account)
-            for table, value in (("department", ln.department), ("classification", ln.klass),
-                                 ("location", ln.location)):
+            for table, value in (
+                ("department", ln.department),
+                ("classification", ln.klass),
+                ("location", ln.location),
+            ):
                 if value:
                     refs[table].add(str(value))
     return {t: ids for t, ids in refs.items() if ids}

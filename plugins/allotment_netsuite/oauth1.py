@@ -20,9 +20,7 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 def encode(value: str) -> str:
     """RFC 5849 3.6 percent-encoding: every byte but the unreserved set, upper-case hex."""
-    return "".join(
-        chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}" for b in value.encode("utf-8")
-    )
+    return "".join(chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}" for b in value.encode("utf-8"))
 
 
 def base_string_uri(url: str) -> str:

@@ -39,11 +39,14 @@ def client_for(settings: dict[str, Any]) -> NetSuiteClient:
         raise ConfigError("plugins.netsuite.account_id is required (e.g. 1234567_SB1)")
     auth = TokenAuth(
         realm=account.strip().upper().replace("-", "_"),
-        consumer_key=_secret(settings, "consumer_key"), consumer_secret=_secret(settings, "consumer_secret"),
-        token_id=_secret(settings, "token_id"), token_secret=_secret(settings, "token_secret"),
+        consumer_key=_secret(settings, "consumer_key"),
+        consumer_secret=_secret(settings, "consumer_secret"),
+        token_id=_secret(settings, "token_id"),
+        token_secret=_secret(settings, "token_secret"),
     )
-    return NetSuiteClient(account, auth, base_url=settings.get("base_url"),
-                          max_attempts=int(settings.get("max_attempts", 4)))
+    return NetSuiteClient(
+        account, auth, base_url=settings.get("base_url"), max_attempts=int(settings.get("max_attempts", 4))
+    )
 
 
 def validate_remote(client: NetSuiteClient, refs: dict[str, set[str]]) -> None:
@@ -52,14 +55,19 @@ def validate_remote(client: NetSuiteClient, refs: dict[str, set[str]]) -> None:
     for table, ids in sorted(refs.items()):
         if not all(i.isdigit() for i in ids):
             raise ConfigError(f"plugins.netsuite: {table} ids must be internal ids (digits): {sorted(ids)}")
-        rows = client.suiteql(f"SELECT id FROM {table} WHERE id IN ({', '.join(sorted(ids))})"
-                              + (" AND isinactive = 'F'" if table != "currency" else ""))
+        rows = client.suiteql(
+            f"SELECT id FROM {table} WHERE id IN ({', '.join(sorted(ids))})"
+            + (" AND isinactive = 'F'" if table != "currency" else "")
+        )
         found = {str(r.get("id")) for r in rows}
         if ids - found:
             missing[table] = sorted(ids - found)
     if missing:
-        raise ConfigError(f"NetSuite does not know (or has inactive) {missing}; nothing was posted",
-                          code="netsuite_unknown_records", details={"missing": missing})
+        raise ConfigError(
+            f"NetSuite does not know (or has inactive) {missing}; nothing was posted",
+            code="netsuite_unknown_records",
+            details={"missing": missing},
+        )
 
 
 def run(runtime: Runtime, period: str, options: dict[str, Any]) -> ExportResult:
@@ -71,9 +79,19 @@ def run(runtime: Runtime, period: str, options: dict[str, Any]) -> ExportResult:
         raise InvalidRequest(f"netsuite export mode is post or csv, got {mode!r}")
     journals = build_journals(settings, period, spend_by_cost_center(runtime, period))
     content = csv_bytes(journals)
-    details: dict[str, Any] = {"mode": mode, "posted": False, "journals": [
-        {"external_id": j.external_id, "subsidiary": j.subsidiary, "debit_total": f"{j.debit_total:.2f}",
-         "lines": len(j.lines)} for j in journals]}
+    details: dict[str, Any] = {
+        "mode": mode,
+        "posted": False,
+        "journals": [
+            {
+                "external_id": j.external_id,
+                "subsidiary": j.subsidiary,
+                "debit_total": f"{j.debit_total:.2f}",
+                "lines": len(j.lines),
+            }
+            for j in journals
+        ],
+    }
     location = None
     if options.get("destination"):
         folder = Path(str(options["destination"]))

@@ -58,8 +58,10 @@ def to_person(
 def fetch(settings: dict[str, Any], *, client: RipplingClient | None = None) -> DirectoryChanges:
     own = client is None
     client = client or RipplingClient(
-        secret(settings.get("api_key")), str(settings.get("base_url") or DEFAULT_BASE_URL),
-        max_attempts=int(settings.get("max_attempts", 4)), page_size=int(settings.get("page_size", 100)),
+        secret(settings.get("api_key")),
+        str(settings.get("base_url") or DEFAULT_BASE_URL),
+        max_attempts=int(settings.get("max_attempts", 4)),
+        page_size=int(settings.get("page_size", 100)),
     )
     try:
         # the whole directory is read before anything is returned: a failing page aborts the sync

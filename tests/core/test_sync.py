@@ -52,9 +52,17 @@ class FakeHris:
         return DirectoryChanges("fakehr", tuple(self.people), self.complete, cursor="c1")
 
 
-def person(email: str, department: str = "Engineering", level: int | None = 3, **extra: Any) -> DirectoryPerson:
-    return DirectoryPerson(email=email, name=email.split("@")[0].title(), department=department, level=level,
-                           external_id=extra.pop("external_id", email.split("@")[0]), **extra)
+def person(
+    email: str, department: str = "Engineering", level: int | None = 3, **extra: Any
+) -> DirectoryPerson:
+    return DirectoryPerson(
+        email=email,
+        name=email.split("@")[0].title(),
+        department=department,
+        level=level,
+        external_id=extra.pop("external_id", email.split("@")[0]),
+        **extra,
+    )
 
 
 @pytest.fixture
@@ -64,7 +72,9 @@ def hr() -> FakeHris:
 
 @pytest.fixture
 def rt(database_url: str, tmp_path: Path, hr: FakeHris) -> Iterator[Runtime]:
-    with temporary_runtime(tmp_path, database_url=database_url, config=CONFIG, plugins=[("fakehr", hr)]) as runtime:
+    with temporary_runtime(
+        tmp_path, database_url=database_url, config=CONFIG, plugins=[("fakehr", hr)]
+    ) as runtime:
         yield runtime
 
 
@@ -86,7 +96,10 @@ def call(gw: Runtime, key: str) -> Any:
 
 
 def test_joiner_mover_leaver_end_to_end(rt: Runtime, gateway: Runtime, hr: FakeHris) -> None:
-    hr.people = [person("zoe@acme.example", level=7), person("max@acme.example", department="Product", level=None)]
+    hr.people = [
+        person("zoe@acme.example", level=7),
+        person("max@acme.example", department="Product", level=None),
+    ]
     joined = run_sync(rt)
     assert joined.plan.counts()["join"] == 2
     rows = people_rows(rt)
@@ -102,13 +115,19 @@ def test_joiner_mover_leaver_end_to_end(rt: Runtime, gateway: Runtime, hr: FakeH
     hr.people = [person("zoe@acme.example", department="Product", level=7), hr.people[1]]
     moved = run_sync(rt)
     assert [(c.action, c.email) for c in moved.plan.changes] == [("move", "zoe@acme.example")]
-    assert moved.plan.changes[0].after == {"team_id": "product", "tier_id": "product", "cost_center": "CC-PROD-042"}
+    assert moved.plan.changes[0].after == {
+        "team_id": "product",
+        "tier_id": "product",
+        "cost_center": "CC-PROD-042",
+    }
     principal = call(gateway, keys["zoe@acme.example"]).principal
     assert (principal.team_id, principal.tier) == ("product", "product")
 
     # leaver: terminated; the very next request with her key is refused, no refresh needed
-    hr.people = [person("zoe@acme.example", department="Product", level=7, status="terminated",
-                        end_date="2020-01-31"), hr.people[1]]
+    hr.people = [
+        person("zoe@acme.example", department="Product", level=7, status="terminated", end_date="2020-01-31"),
+        hr.people[1],
+    ]
     left = run_sync(rt)
     assert [(c.action, c.email) for c in left.plan.changes] == [("leave", "zoe@acme.example")]
     assert left.revoked_keys == 1
@@ -180,8 +199,10 @@ def test_a_failure_half_way_through_applying_rolls_everything_back(
 
 
 def test_records_the_rules_cannot_place_are_reported_not_guessed(rt: Runtime, hr: FakeHris) -> None:
-    hr.people = [person("lee@acme.example", department="Legal"),
-                 DirectoryPerson(email="", department="Engineering", external_id="e9")]
+    hr.people = [
+        person("lee@acme.example", department="Legal"),
+        DirectoryPerson(email="", department="Engineering", external_id="e9"),
+    ]
     result = run_sync(rt)
     reasons = {u.email: u.reason for u in result.plan.unplaced}
     assert "department='Legal'" in reasons["lee@acme.example"]
@@ -217,8 +238,9 @@ def test_config_people_are_left_to_the_config_but_a_termination_still_revokes(
     key, _ = rt.admin.issue_key("ada@acme.example")
     hr.people = [person("ada@acme.example", department="Product")]
     result = run_sync(rt)
-    assert result.plan.skipped == [{"source": "fakehr", "email": "ada@acme.example",
-                                    "reason": "managed by allotment.yaml"}]
+    assert result.plan.skipped == [
+        {"source": "fakehr", "email": "ada@acme.example", "reason": "managed by allotment.yaml"}
+    ]
     assert people_rows(rt)["ada@acme.example"]["team"] == "engineering"
     hr.people = [person("ada@acme.example", status="terminated")]
     assert run_sync(rt).revoked_keys == 1
@@ -257,7 +279,10 @@ def test_rejoiner_is_reactivated_without_old_keys(rt: Runtime, hr: FakeHris, gat
 
 
 def test_rules_naming_unknown_tiers_are_refused_before_fetching(tmp_path: Path, hr: FakeHris) -> None:
-    bad = SAMPLE_CONFIG + "plugins:\n  sync:\n    rules:\n      - {department: X, tier: nope, team: engineering}\n"
+    bad = (
+        SAMPLE_CONFIG
+        + "plugins:\n  sync:\n    rules:\n      - {department: X, tier: nope, team: engineering}\n"
+    )
     with temporary_runtime(tmp_path, config=bad, plugins=[("fakehr", hr)]) as runtime:
         with pytest.raises(ConfigError, match="unknown tier 'nope'"):
             run_sync(runtime)

@@ -24,7 +24,9 @@ def sync_job(runtime: Runtime) -> dict[str, Any]:
     summary = result.to_dict(show_secrets=False)
     log.info("directory sync: %s", summary["counts"])
     for item in summary["unplaced"]:
-        log.warning("directory sync could not place %s (%s): %s", item["email"], item["source"], item["reason"])
+        log.warning(
+            "directory sync could not place %s (%s): %s", item["email"], item["source"], item["reason"]
+        )
     return summary
 
 
@@ -41,6 +43,8 @@ class DirectorySync:
             if isinstance(raw, dict) and isinstance(raw.get("every_seconds"), int | float):
                 every = max(float(raw["every_seconds"]), 60.0)
         scheduler.add(
-            "sync-directory", sync_job, every=every,
+            "sync-directory",
+            sync_job,
+            every=every,
             description="apply joiners, movers and leavers reported by the HR systems (Rippling, BambooHR)",
         )

@@ -57,7 +57,9 @@ class FakeBambooHR:
         self.deleted[emp_id] = self.clock
 
     # -- the API --------------------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         match = _PREFIX.match(path)
         if match is None or (match.group("domain") not in (None, self.domain)):
             return 404, {}, b""
@@ -100,7 +102,11 @@ class FakeBambooHR:
         for emp in self.employees.values():
             if emp.last_changed >= since:
                 action = "Inserted" if emp.created >= since else "Updated"
-                out[str(emp.id)] = {"id": str(emp.id), "action": action, "lastChanged": emp.last_changed.isoformat()}
+                out[str(emp.id)] = {
+                    "id": str(emp.id),
+                    "action": action,
+                    "lastChanged": emp.last_changed.isoformat(),
+                }
                 stamps.append(emp.last_changed)
         for emp_id, at in self.deleted.items():
             if at >= since:
@@ -109,7 +115,9 @@ class FakeBambooHR:
         latest = max(stamps).isoformat() if stamps else since.isoformat()
         return self._json({"latest": latest, "employees": out})
 
-    def _report(self, query: dict[str, list[str]], headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _report(
+        self, query: dict[str, list[str]], headers: Any, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         if query.get("format", [""])[0].lower() != "json":
             return 404, {}, b""
         if headers.get("Content-Type") != "application/json":
@@ -138,9 +146,18 @@ def serve(fake: FakeBambooHR) -> Iterator[FakeBambooHR]:
         def _dispatch(self, method: str) -> None:
             parts = urlsplit(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            fake.log.append({"method": method, "path": parts.path, "query": parse_qs(parts.query),
-                             "headers": dict(self.headers), "body": body})
-            status, headers, payload = fake.handle(method, parts.path, parse_qs(parts.query), self.headers, body)
+            fake.log.append(
+                {
+                    "method": method,
+                    "path": parts.path,
+                    "query": parse_qs(parts.query),
+                    "headers": dict(self.headers),
+                    "body": body,
+                }
+            )
+            status, headers, payload = fake.handle(
+                method, parts.path, parse_qs(parts.query), self.headers, body
+            )
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)

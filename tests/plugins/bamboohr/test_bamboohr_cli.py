@@ -30,17 +30,30 @@ def bhr() -> Iterator[FakeBambooHR]:
 
 def run(tmp_path: Path, bhr: FakeBambooHR, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "allotment.yaml"
-    config.write_text(SAMPLE_CONFIG + f"""
+    config.write_text(
+        SAMPLE_CONFIG
+        + f"""
 plugins:
   bamboohr: {{base_url: "{bhr.url}/api/v1", api_key: env:TEST_BAMBOOHR_KEY}}
   sync:
     rules:
       - {{department: Engineering, tier: eng-mid, team: engineering}}
-""")
-    environ = {**os.environ, "TEST_BAMBOOHR_KEY": "bhr-secret",
-               "ALLOTMENT_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}", **env}
-    return subprocess.run([ALLOTMENT, "sync", "--config", str(config), *args], env=environ, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+"""
+    )
+    environ = {
+        **os.environ,
+        "TEST_BAMBOOHR_KEY": "bhr-secret",
+        "ALLOTMENT_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        **env,
+    }
+    return subprocess.run(
+        [ALLOTMENT, "sync", "--config", str(config), *args],
+        env=environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_dry_run_then_apply_from_the_command_line(tmp_path: Path, bhr: FakeBambooHR) -> None:
@@ -63,8 +76,13 @@ def test_a_vendor_error_exits_non_zero(tmp_path: Path, bhr: FakeBambooHR) -> Non
 
 
 def test_the_plugin_is_listed_and_can_be_disabled(tmp_path: Path, bhr: FakeBambooHR) -> None:
-    listed = subprocess.run([ALLOTMENT, "plugins"], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "ALLOTMENT_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}"})
+    listed = subprocess.run(
+        [ALLOTMENT, "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "ALLOTMENT_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}"},
+    )
     plugins = {p["name"]: p for p in json.loads(listed.stdout)}
     assert plugins["bamboohr"]["hooks"] == ["sync_directory"]
     disabled = run(tmp_path, bhr, "--json", ALLOTMENT_DISABLE_PLUGINS="bamboohr")

@@ -32,14 +32,18 @@ RULES = """
 
 
 def config(base_url: str) -> str:
-    return SAMPLE_CONFIG + f"""
+    return (
+        SAMPLE_CONFIG
+        + f"""
 plugins:
   bamboohr:
     base_url: {base_url}
     api_key: env:TEST_BAMBOOHR_KEY
     level_field: customLevel
     cost_center_field: customCostCenter
-""" + RULES
+"""
+        + RULES
+    )
 
 
 @pytest.fixture
@@ -53,13 +57,39 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def bhr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBambooHR]:
     monkeypatch.setenv("TEST_BAMBOOHR_KEY", "bhr-secret")
     fake = FakeBambooHR(clock=T0 - timedelta(days=30))
-    fake.upsert(101, firstName="Zoe", lastName="Zed", workEmail="Zoe@Acme.example", department="Engineering",
-                jobTitle="Staff Engineer", customLevel="L7", status="Active", hireDate="2024-01-15",
-                terminationDate="0000-00-00", customCostCenter="CC-4100", supervisorEmail="ada@acme.example")
-    fake.upsert(102, firstName="Max", lastName="Mo", workEmail="max@acme.example", department="Product",
-                jobTitle="PM", status="Active", hireDate="2025-05-01")
-    fake.upsert(103, firstName="Old", lastName="Timer", workEmail="old@acme.example", department="Engineering",
-                status="Inactive", terminationDate="2025-12-31")
+    fake.upsert(
+        101,
+        firstName="Zoe",
+        lastName="Zed",
+        workEmail="Zoe@Acme.example",
+        department="Engineering",
+        jobTitle="Staff Engineer",
+        customLevel="L7",
+        status="Active",
+        hireDate="2024-01-15",
+        terminationDate="0000-00-00",
+        customCostCenter="CC-4100",
+        supervisorEmail="ada@acme.example",
+    )
+    fake.upsert(
+        102,
+        firstName="Max",
+        lastName="Mo",
+        workEmail="max@acme.example",
+        department="Product",
+        jobTitle="PM",
+        status="Active",
+        hireDate="2025-05-01",
+    )
+    fake.upsert(
+        103,
+        firstName="Old",
+        lastName="Timer",
+        workEmail="old@acme.example",
+        department="Engineering",
+        status="Inactive",
+        terminationDate="2025-12-31",
+    )
     with serve(fake):
         yield fake
 
@@ -67,8 +97,9 @@ def bhr(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBambooHR]:
 @pytest.fixture
 def rt(database_url: str, tmp_path: Path, bhr: FakeBambooHR, sleeps: list[float]) -> Iterator[Runtime]:
     cfg = config(f"{bhr.url}/api/gateway.php/acme/v1")
-    with temporary_runtime(tmp_path, database_url=database_url, config=cfg,
-                           plugins=[("bamboohr", allotment_bamboohr)]) as runtime:
+    with temporary_runtime(
+        tmp_path, database_url=database_url, config=cfg, plugins=[("bamboohr", allotment_bamboohr)]
+    ) as runtime:
         yield runtime
 
 
@@ -82,14 +113,25 @@ def people(rt: Runtime) -> dict[str, dict[str, Any]]:
     return {p["email"]: p for p in rt.admin.people()}
 
 
-def test_full_then_changed_since_joiner_mover_leaver(rt: Runtime, gateway: Runtime, bhr: FakeBambooHR) -> None:
+def test_full_then_changed_since_joiner_mover_leaver(
+    rt: Runtime, gateway: Runtime, bhr: FakeBambooHR
+) -> None:
     first = run_sync(rt, now=T0)
     assert first.plan.sources["bamboohr"]["complete"] is True
     assert sorted((c.action, c.email) for c in first.plan.changes) == [
-        ("join", "max@acme.example"), ("join", "zoe@acme.example")]
-    assert first.plan.skipped == [{"source": "bamboohr", "email": "old@acme.example", "reason": "left before joining"}]
+        ("join", "max@acme.example"),
+        ("join", "zoe@acme.example"),
+    ]
+    assert first.plan.skipped == [
+        {"source": "bamboohr", "email": "old@acme.example", "reason": "left before joining"}
+    ]
     zoe = people(rt)["zoe@acme.example"]
-    assert (zoe["tier"], zoe["team"], zoe["level"], zoe["source"]) == ("eng-principal", "engineering", 7, "bamboohr")
+    assert (zoe["tier"], zoe["team"], zoe["level"], zoe["source"]) == (
+        "eng-principal",
+        "engineering",
+        7,
+        "bamboohr",
+    )
     keys = {k["email"]: k["key"] for k in first.issued_keys}
     assert gateway.admit(intent(keys["max@acme.example"])).principal.tier == "product"
 
@@ -101,7 +143,10 @@ def test_full_then_changed_since_joiner_mover_leaver(rt: Runtime, gateway: Runti
     second = run_sync(rt, now=T0 + timedelta(hours=2))
     assert second.plan.sources["bamboohr"]["complete"] is False
     assert sorted((c.action, c.email) for c in second.plan.changes) == [
-        ("join", "nia@acme.example"), ("leave", "zoe@acme.example"), ("move", "max@acme.example")]
+        ("join", "nia@acme.example"),
+        ("leave", "zoe@acme.example"),
+        ("move", "max@acme.example"),
+    ]
     changed = [r for r in bhr.log if r["path"].endswith("/employees/changed")]
     assert changed[-1]["query"]["since"] == ["2026-03-01T12:00:00Z"]
     report = [r for r in bhr.log if r["path"].endswith("/reports/custom")][-1]
@@ -131,7 +176,9 @@ def test_requests_carry_basic_auth_and_ask_for_json(rt: Runtime, bhr: FakeBamboo
     assert request["headers"]["Authorization"].startswith("Basic ")
 
 
-def test_throttling_is_retried_after_the_given_delay(rt: Runtime, bhr: FakeBambooHR, sleeps: list[float]) -> None:
+def test_throttling_is_retried_after_the_given_delay(
+    rt: Runtime, bhr: FakeBambooHR, sleeps: list[float]
+) -> None:
     bhr.throttle = [(429, "2"), (503, "1")]  # 503 was BambooHR's throttle before 2026-09-16
     result = run_sync(rt, now=T0)
     assert result.plan.counts()["join"] == 2
@@ -172,12 +219,15 @@ def test_a_failure_after_the_change_list_applies_nothing(
     bhr.handle = original  # type: ignore[method-assign]
     retry = run_sync(rt, now=T0 + timedelta(hours=3))
     assert sorted(c.action for c in retry.plan.changes) == ["join", "leave"]
-    assert [r for r in bhr.log if r["path"].endswith("/changed")][-1]["query"]["since"] == ["2026-03-01T12:00:00Z"]
+    assert [r for r in bhr.log if r["path"].endswith("/changed")][-1]["query"]["since"] == [
+        "2026-03-01T12:00:00Z"
+    ]
 
 
 def test_the_new_url_prefix_works_too(tmp_path: Path, bhr: FakeBambooHR, sleeps: list[float]) -> None:
-    with temporary_runtime(tmp_path, config=config(f"{bhr.url}/api/v1"),
-                           plugins=[("bamboohr", allotment_bamboohr)]) as runtime:
+    with temporary_runtime(
+        tmp_path, config=config(f"{bhr.url}/api/v1"), plugins=[("bamboohr", allotment_bamboohr)]
+    ) as runtime:
         assert run_sync(runtime, now=T0, dry_run=True).plan.counts()["join"] == 2
     assert bhr.log[-1]["path"] == "/api/v1/reports/custom"
 

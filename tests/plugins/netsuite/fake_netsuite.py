@@ -28,12 +28,22 @@ def _enc(value: str) -> str:
     return quote(value, safe="~")
 
 
-def _error(status: int, title: str, code: str, detail: str, path: str | None = None) -> tuple[int, dict[str, str], Any]:
+def _error(
+    status: int, title: str, code: str, detail: str, path: str | None = None
+) -> tuple[int, dict[str, str], Any]:
     item = {"detail": detail, "o:errorCode": code}
     if path:
         item["o:errorPath"] = path
-    return status, {}, {"type": "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.1", "title": title,
-                        "status": status, "o:errorDetails": [item]}
+    return (
+        status,
+        {},
+        {
+            "type": "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.1",
+            "title": title,
+            "status": status,
+            "o:errorDetails": [item],
+        },
+    )
 
 
 @dataclass
@@ -41,10 +51,16 @@ class FakeNetSuite:
     account: str = "1234567_SB1"
     consumer: tuple[str, str] = ("ck-1", "cs-1")
     token: tuple[str, str] = ("tk-1", "ts-1")
-    records: dict[str, set[str]] = field(default_factory=lambda: {
-        "subsidiary": {"1", "2"}, "currency": {"1", "2"}, "account": {"672", "215", "673"},
-        "department": {"12", "14"}, "classification": {"3"}, "location": {"2"},
-    })
+    records: dict[str, set[str]] = field(
+        default_factory=lambda: {
+            "subsidiary": {"1", "2"},
+            "currency": {"1", "2"},
+            "account": {"672", "215", "673"},
+            "department": {"12", "14"},
+            "classification": {"3"},
+            "location": {"2"},
+        }
+    )
     journals: dict[str, dict[str, Any]] = field(default_factory=dict)  # externalId -> {id, body, puts}
     throttle: list[str] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
@@ -81,13 +97,16 @@ class FakeNetSuite:
         return None
 
     # -- the API --------------------------------------------------------------------------
-    def handle(self, method: str, host: str, path: str, query: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], Any]:
+    def handle(
+        self, method: str, host: str, path: str, query: str, headers: Any, body: bytes
+    ) -> tuple[int, dict[str, str], Any]:
         problem = self.verify(method, host, path, query, headers.get("Authorization", ""))
         if problem is not None:
             return _error(401, "Unauthorized", "INVALID_LOGIN", f"Invalid login attempt. ({problem})")
         if self.throttle:
-            status, headers_out, payload = _error(429, "Too Many Requests", "CONCURRENCY_LIMIT_EXCEEDED",
-                                                  "Concurrent request limit exceeded.")
+            status, headers_out, payload = _error(
+                429, "Too Many Requests", "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded."
+            )
             return status, {"Retry-After": self.throttle.pop(0)}, payload
         if method == "POST" and path == "/services/rest/query/v1/suiteql":
             return self._suiteql(headers, body)
@@ -104,8 +123,18 @@ class FakeNetSuite:
             return _error(400, "Bad Request", "INVALID_PARAMETER", "Invalid search query.")
         table, ids = match.group(1), [i.strip() for i in match.group(2).split(",")]
         items = [{"links": [], "id": i} for i in ids if i in self.records.get(table, set())]
-        return 200, {}, {"links": [], "count": len(items), "hasMore": False, "items": items, "offset": 0,
-                         "totalResults": len(items)}
+        return (
+            200,
+            {},
+            {
+                "links": [],
+                "count": len(items),
+                "hasMore": False,
+                "items": items,
+                "offset": 0,
+                "totalResults": len(items),
+            },
+        )
 
     def _upsert(self, external_id: str, body: bytes) -> tuple[int, dict[str, str], Any]:
         record = json.loads(body)
@@ -115,18 +144,31 @@ class FakeNetSuite:
         debit = credit = Decimal(0)
         for index, item in enumerate(items):
             if ("debit" in item) == ("credit" in item):
-                return _error(400, "Bad Request", "INVALID_VALUE", "A line has a debit or a credit.",
-                              f"line.items[{index}]")
+                return _error(
+                    400,
+                    "Bad Request",
+                    "INVALID_VALUE",
+                    "A line has a debit or a credit.",
+                    f"line.items[{index}]",
+                )
             if item["account"]["id"] not in self.records["account"]:
-                return _error(400, "Bad Request", "INVALID_VALUE",
-                              "Invalid value for the resource or sub-resource field 'account'. "
-                              "Provide a valid value.", f"line.items[{index}].account")
+                return _error(
+                    400,
+                    "Bad Request",
+                    "INVALID_VALUE",
+                    "Invalid value for the resource or sub-resource field 'account'. Provide a valid value.",
+                    f"line.items[{index}].account",
+                )
             debit += Decimal(str(item.get("debit", 0)))
             credit += Decimal(str(item.get("credit", 0)))
         if debit != credit:
-            return _error(400, "Bad Request", "INVALID_VALUE", "The debits and credits are not equal.", "line")
+            return _error(
+                400, "Bad Request", "INVALID_VALUE", "The debits and credits are not equal.", "line"
+            )
         if record.get("externalId") not in (None, external_id):
-            return _error(400, "Bad Request", "INVALID_VALUE", "externalId differs from the URL.", "externalId")
+            return _error(
+                400, "Bad Request", "INVALID_VALUE", "externalId differs from the URL.", "externalId"
+            )
         stored = self.journals.get(external_id)
         if stored is None:
             self._next_id += 1
@@ -141,17 +183,29 @@ def serve(fake: FakeNetSuite) -> Iterator[FakeNetSuite]:
         def _dispatch(self, method: str) -> None:
             parts = urlsplit(self.path)
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            fake.log.append({"method": method, "path": parts.path, "query": parts.query,
-                             "headers": dict(self.headers), "body": body})
-            status, headers, payload = fake.handle(method, self.headers["Host"], parts.path, parts.query,
-                                                   self.headers, body)
+            fake.log.append(
+                {
+                    "method": method,
+                    "path": parts.path,
+                    "query": parts.query,
+                    "headers": dict(self.headers),
+                    "body": body,
+                }
+            )
+            status, headers, payload = fake.handle(
+                method, self.headers["Host"], parts.path, parts.query, self.headers, body
+            )
             data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             if data:
-                self.send_header("Content-Type", "application/vnd.oracle.resource+json; type=error"
-                                 if status >= 400 else "application/json")
+                self.send_header(
+                    "Content-Type",
+                    "application/vnd.oracle.resource+json; type=error"
+                    if status >= 400
+                    else "application/json",
+                )
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

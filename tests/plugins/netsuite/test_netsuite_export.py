@@ -26,11 +26,16 @@ from allotment_netsuite.oauth1 import sign, signature_base_string
 
 
 def config(url: str, **overrides: str) -> str:
-    mapping = overrides.get("mapping", """
+    mapping = overrides.get(
+        "mapping",
+        """
       CC-ENG-001: {account: "672", account_name: "6720 Software - AI APIs", department: "12",
                    department_name: "R&D : ML Platform", class: "3", class_name: AI Tools}
-      CC-PROD-001: {account: "673", department: "14", subsidiary: "2"}""")
-    return SAMPLE_CONFIG + f"""
+      CC-PROD-001: {account: "673", department: "14", subsidiary: "2"}""",
+    )
+    return (
+        SAMPLE_CONFIG
+        + f"""
 plugins:
   netsuite:
     account_id: 1234567_SB1
@@ -45,6 +50,7 @@ plugins:
       "2": {{name: "Parent Co : UK", currency: "2", currency_name: GBP, credit_account: "215"}}
     cost_centers:{mapping}
 """
+    )
 
 
 @pytest.fixture
@@ -56,7 +62,12 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 @pytest.fixture
 def ns(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNetSuite]:
-    for name, value in {"TEST_NS_CK": "ck-1", "TEST_NS_CS": "cs-1", "TEST_NS_TK": "tk-1", "TEST_NS_TS": "ts-1"}.items():
+    for name, value in {
+        "TEST_NS_CK": "ck-1",
+        "TEST_NS_CS": "cs-1",
+        "TEST_NS_TK": "tk-1",
+        "TEST_NS_TS": "ts-1",
+    }.items():
         monkeypatch.setenv(name, value)
     with serve(FakeNetSuite()) as fake:
         yield fake
@@ -64,8 +75,9 @@ def ns(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeNetSuite]:
 
 @pytest.fixture
 def rt(database_url: str, tmp_path: Path, ns: FakeNetSuite, sleeps: list[float]) -> Iterator[Runtime]:
-    with temporary_runtime(tmp_path, database_url=database_url, config=config(ns.url),
-                           plugins=[("netsuite", allotment_netsuite)]) as runtime:
+    with temporary_runtime(
+        tmp_path, database_url=database_url, config=config(ns.url), plugins=[("netsuite", allotment_netsuite)]
+    ) as runtime:
         yield runtime
 
 
@@ -92,9 +104,16 @@ def export(rt: Runtime, **options: Any) -> Any:
 
 
 def test_signer_matches_the_oauth_core_specification_example() -> None:
-    params = [("file", "vacation.jpg"), ("size", "original"), ("oauth_consumer_key", "dpf43f3p2l4k3l03"),
-              ("oauth_token", "nnch734d00sl2jdk"), ("oauth_signature_method", "HMAC-SHA1"),
-              ("oauth_timestamp", "1191242096"), ("oauth_nonce", "kllo9940pd9333jh"), ("oauth_version", "1.0")]
+    params = [
+        ("file", "vacation.jpg"),
+        ("size", "original"),
+        ("oauth_consumer_key", "dpf43f3p2l4k3l03"),
+        ("oauth_token", "nnch734d00sl2jdk"),
+        ("oauth_signature_method", "HMAC-SHA1"),
+        ("oauth_timestamp", "1191242096"),
+        ("oauth_nonce", "kllo9940pd9333jh"),
+        ("oauth_version", "1.0"),
+    ]
     base = signature_base_string("GET", "http://photos.example.net/photos", params)
     assert sign(base, "kd94hf93k423kf44", "pfkkdhi9sl3r4s00", digest="sha1") == "tR3+Ty81lMeYAr/Fid0kMTYa/WM="
 
@@ -109,10 +128,20 @@ def test_a_month_posts_one_balanced_journal_per_subsidiary(rt: Runtime, ns: Fake
     us = ns.journals[f"aispend-{period}-1"]["body"]
     assert us["subsidiary"] == {"id": "1"} and us["currency"] == {"id": "1"}
     assert us["line"]["items"] == [
-        {"account": {"id": "672"}, "debit": cents(eng), "memo": "LLM usage - CC-ENG-001",
-         "department": {"id": "12"}, "class": {"id": "3"}},
-        {"account": {"id": "215"}, "credit": cents(eng), "memo": "Accrued AI vendor spend",
-         "department": {"id": "12"}, "class": {"id": "3"}},
+        {
+            "account": {"id": "672"},
+            "debit": cents(eng),
+            "memo": "LLM usage - CC-ENG-001",
+            "department": {"id": "12"},
+            "class": {"id": "3"},
+        },
+        {
+            "account": {"id": "215"},
+            "credit": cents(eng),
+            "memo": "Accrued AI vendor spend",
+            "department": {"id": "12"},
+            "class": {"id": "3"},
+        },
     ]
     uk = ns.journals[f"aispend-{period}-2"]["body"]
     assert uk["line"]["items"][0]["debit"] == cents(prod)
@@ -151,7 +180,9 @@ def test_an_unmapped_cost_center_is_refused_before_any_request(rt: Runtime, ns: 
     assert ns.log == []
 
 
-def test_ids_unknown_to_netsuite_are_refused_before_posting(tmp_path: Path, ns: FakeNetSuite, sleeps: list[float]) -> None:
+def test_ids_unknown_to_netsuite_are_refused_before_posting(
+    tmp_path: Path, ns: FakeNetSuite, sleeps: list[float]
+) -> None:
     bad = config(ns.url, mapping='\n      CC-ENG-001: {account: "999", department: "12"}')
     with temporary_runtime(tmp_path, config=bad, plugins=[("netsuite", allotment_netsuite)]) as runtime:
         spend(runtime, "ada@acme.example")
@@ -177,7 +208,9 @@ def test_csv_fallback_writes_the_import_file_without_calling_netsuite(
     assert ns.log == [] and result.details["posted"] is False
 
 
-def test_throttling_is_retried_and_still_upserts_once(rt: Runtime, ns: FakeNetSuite, sleeps: list[float]) -> None:
+def test_throttling_is_retried_and_still_upserts_once(
+    rt: Runtime, ns: FakeNetSuite, sleeps: list[float]
+) -> None:
     spend(rt, "ada@acme.example")
     ns.throttle = ["2", "1"]
     export(rt)
@@ -197,10 +230,12 @@ def test_the_installed_plugin_is_listed_and_can_be_disabled(tmp_path: Path) -> N
 
     allotment = str(Path(sys.executable).with_name("allotment"))
     env = {**os.environ, "ALLOTMENT_DATABASE_URL": f"sqlite:///{tmp_path / 'p.db'}"}
-    listed = json.loads(subprocess.run([allotment, "plugins"], env=env, capture_output=True, text=True,
-                                       timeout=60).stdout)
+    listed = json.loads(
+        subprocess.run([allotment, "plugins"], env=env, capture_output=True, text=True, timeout=60).stdout
+    )
     assert {p["name"]: p["hooks"] for p in listed}["netsuite"] == ["export", "runtime_opened"]
     env["ALLOTMENT_DISABLE_PLUGINS"] = "netsuite"
-    listed = json.loads(subprocess.run([allotment, "plugins"], env=env, capture_output=True, text=True,
-                                       timeout=60).stdout)
+    listed = json.loads(
+        subprocess.run([allotment, "plugins"], env=env, capture_output=True, text=True, timeout=60).stdout
+    )
     assert "netsuite" not in {p["name"] for p in listed}

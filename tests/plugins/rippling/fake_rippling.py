@@ -26,24 +26,55 @@ class FakeRippling:
     departments: list[dict[str, Any]] = field(default_factory=list)
     levels: list[dict[str, Any]] = field(default_factory=list)
     throttle: list[str] = field(default_factory=list)  # Retry-After values of the next 429s
-    fail_pages: dict[tuple[str, int], int] = field(default_factory=dict)  # (collection, page) -> times to fail
+    fail_pages: dict[tuple[str, int], int] = field(
+        default_factory=dict
+    )  # (collection, page) -> times to fail
     redacted: list[str] = field(default_factory=list)
     log: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
 
     def department(self, dep_id: str, name: str, reference_code: str) -> None:
-        self.departments.append({"id": dep_id, "created_at": STAMP, "updated_at": STAMP, "name": name,
-                                 "parent_id": None, "reference_code": reference_code})
+        self.departments.append(
+            {
+                "id": dep_id,
+                "created_at": STAMP,
+                "updated_at": STAMP,
+                "name": name,
+                "parent_id": None,
+                "reference_code": reference_code,
+            }
+        )
 
     def level(self, level_id: str, name: str, global_level: int) -> None:
-        self.levels.append({"id": level_id, "created_at": STAMP, "updated_at": STAMP, "name": name,
-                            "global_level": global_level, "rank": 1, "track_id": "trk_ic"})
+        self.levels.append(
+            {
+                "id": level_id,
+                "created_at": STAMP,
+                "updated_at": STAMP,
+                "name": name,
+                "global_level": global_level,
+                "rank": 1,
+                "track_id": "trk_ic",
+            }
+        )
 
     def worker(self, worker_id: str, email: str, **fields: Any) -> dict[str, Any]:
-        record = {"id": worker_id, "created_at": STAMP, "updated_at": STAMP, "user_id": "usr_" + worker_id,
-                  "status": "ACTIVE", "work_email": email, "title": None, "start_date": "2024-01-15",
-                  "end_date": None, "termination_details": None, "manager_id": None, "department_id": None,
-                  "level_id": None, **fields}
+        record = {
+            "id": worker_id,
+            "created_at": STAMP,
+            "updated_at": STAMP,
+            "user_id": "usr_" + worker_id,
+            "status": "ACTIVE",
+            "work_email": email,
+            "title": None,
+            "start_date": "2024-01-15",
+            "end_date": None,
+            "termination_details": None,
+            "manager_id": None,
+            "department_id": None,
+            "level_id": None,
+            **fields,
+        }
         for name in self.redacted:
             record.pop(name, None)
         self.workers.append(record)
@@ -55,7 +86,9 @@ class FakeRippling:
         if self.throttle:
             return 429, {"Retry-After": self.throttle.pop(0)}, {"detail": "Request was throttled."}
         collection = path.strip("/")
-        items = {"workers": self.workers, "departments": self.departments, "levels": self.levels}.get(collection)
+        items = {"workers": self.workers, "departments": self.departments, "levels": self.levels}.get(
+            collection
+        )
         if items is None:
             return 404, {}, {"detail": "Not found."}
         cursor = query.get("cursor", [""])[0]
@@ -67,10 +100,11 @@ class FakeRippling:
         if "status" in query.get("filter", [""])[0]:
             return 400, {}, {"detail": "unsupported filter in this fake"}
         ordered = sorted(items, key=lambda i: i["id"]) if query.get("order_by") == ["id"] else items
-        body: dict[str, Any] = {"results": ordered[offset: offset + self.page_size]}
+        body: dict[str, Any] = {"results": ordered[offset : offset + self.page_size]}
         if self.redacted and collection == "workers":
-            body["__meta"] = {"redacted_fields": [{"name": n, "reason": "Insufficient entitlements"}
-                                                  for n in self.redacted]}
+            body["__meta"] = {
+                "redacted_fields": [{"name": n, "reason": "Insufficient entitlements"} for n in self.redacted]
+            }
         if offset + self.page_size < len(ordered):
             # next_link is a full URL carrying every other parameter of the request
             rest = {k: v[0] for k, v in query.items() if k != "cursor"}

@@ -21,7 +21,9 @@ from allotment.testing import SAMPLE_CONFIG, intent, temporary_runtime
 
 
 def config(url: str) -> str:
-    return SAMPLE_CONFIG + f"""
+    return (
+        SAMPLE_CONFIG
+        + f"""
 plugins:
   rippling: {{api_key: env:TEST_RIPPLING_TOKEN, base_url: "{url}"}}
   sync:
@@ -31,6 +33,7 @@ plugins:
       - {{department: "ML Platform", tier: eng-mid, team: engineering}}
       - {{department: Product, tier: product, team: product}}
 """
+    )
 
 
 @pytest.fixture
@@ -53,16 +56,26 @@ def rpl(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRippling]:
     fake.worker("wrk_02", "bo@acme.example", department_id="dep_9", level_id="lvl_5", manager_id="wrk_01")
     fake.worker("wrk_03", "cy@acme.example", department_id="dep_3")
     fake.worker("wrk_04", "di@acme.example", department_id="dep_5")
-    fake.worker("wrk_05", "ex@acme.example", department_id="dep_3", status="TERMINATED", end_date="2025-06-30",
-                termination_details={"type": "VOLUNTARY"})
+    fake.worker(
+        "wrk_05",
+        "ex@acme.example",
+        department_id="dep_3",
+        status="TERMINATED",
+        end_date="2025-06-30",
+        termination_details={"type": "VOLUNTARY"},
+    )
     with serve(fake):
         yield fake
 
 
 @pytest.fixture
 def rt(database_url: str, tmp_path: Path, rpl: FakeRippling, sleeps: list[float]) -> Iterator[Runtime]:
-    with temporary_runtime(tmp_path, database_url=database_url, config=config(rpl.url),
-                           plugins=[("rippling", allotment_rippling)]) as runtime:
+    with temporary_runtime(
+        tmp_path,
+        database_url=database_url,
+        config=config(rpl.url),
+        plugins=[("rippling", allotment_rippling)],
+    ) as runtime:
         yield runtime
 
 
@@ -78,10 +91,16 @@ def people(rt: Runtime) -> dict[str, dict[str, Any]]:
 
 def test_workers_are_placed_by_department_and_global_level(rt: Runtime, rpl: FakeRippling) -> None:
     result = run_sync(rt)
-    assert sorted(c.email for c in result.plan.changes) == ["ada.r@acme.example", "bo@acme.example",
-                                                             "cy@acme.example"]
+    assert sorted(c.email for c in result.plan.changes) == [
+        "ada.r@acme.example",
+        "bo@acme.example",
+        "cy@acme.example",
+    ]
     rows = people(rt)
-    assert (rows["ada.r@acme.example"]["tier"], rows["bo@acme.example"]["tier"]) == ("eng-principal", "eng-mid")
+    assert (rows["ada.r@acme.example"]["tier"], rows["bo@acme.example"]["tier"]) == (
+        "eng-principal",
+        "eng-mid",
+    )
     joined = {c.email: c.after for c in result.plan.changes}
     assert joined["bo@acme.example"]["manager_email"] == "ada.r@acme.example"
     assert joined["ada.r@acme.example"]["cost_center"] == "CC-4100"  # department reference_code
@@ -127,7 +146,9 @@ def test_a_failing_page_in_the_middle_applies_nothing(rt: Runtime, rpl: FakeRipp
     assert people(rt)["ada.r@acme.example"]["status"] == "active"
 
 
-def test_throttling_and_transient_errors_are_retried(rt: Runtime, rpl: FakeRippling, sleeps: list[float]) -> None:
+def test_throttling_and_transient_errors_are_retried(
+    rt: Runtime, rpl: FakeRippling, sleeps: list[float]
+) -> None:
     rpl.throttle = ["3"]
     rpl.fail_pages[("workers", 1)] = 1
     result = run_sync(rt)
@@ -142,13 +163,18 @@ def test_an_expired_token_applies_nothing(rt: Runtime, rpl: FakeRippling) -> Non
     assert "bo@acme.example" not in people(rt)
 
 
-def test_a_redacted_email_is_reported_not_guessed(tmp_path: Path, rpl: FakeRippling, sleeps: list[float]) -> None:
+def test_a_redacted_email_is_reported_not_guessed(
+    tmp_path: Path, rpl: FakeRippling, sleeps: list[float]
+) -> None:
     rpl.redacted = ["work_email"]
     rpl.worker("wrk_07", "hidden@acme.example", department_id="dep_3")
-    with temporary_runtime(tmp_path, config=config(rpl.url), plugins=[("rippling", allotment_rippling)]) as rt:
+    with temporary_runtime(
+        tmp_path, config=config(rpl.url), plugins=[("rippling", allotment_rippling)]
+    ) as rt:
         result = run_sync(rt)
     assert {"external_id": "wrk_07", "reason": "no work email"}.items() <= {
-        k: v for u in result.plan.unplaced if u.external_id == "wrk_07" for k, v in u.to_dict().items()}.items()
+        k: v for u in result.plan.unplaced if u.external_id == "wrk_07" for k, v in u.to_dict().items()
+    }.items()
 
 
 def test_next_link_to_another_host_is_refused(rt: Runtime, rpl: FakeRippling) -> None:
