@@ -283,9 +283,11 @@ def test_rules_naming_unknown_tiers_are_refused_before_fetching(tmp_path: Path, 
         SAMPLE_CONFIG
         + "plugins:\n  sync:\n    rules:\n      - {department: X, tier: nope, team: engineering}\n"
     )
-    with temporary_runtime(tmp_path, config=bad, plugins=[("fakehr", hr)]) as runtime:
-        with pytest.raises(ConfigError, match="unknown tier 'nope'"):
-            run_sync(runtime)
+    with (
+        temporary_runtime(tmp_path, config=bad, plugins=[("fakehr", hr)]) as runtime,
+        pytest.raises(ConfigError, match="unknown tier 'nope'"),
+    ):
+        run_sync(runtime)
     assert hr.calls == []
 
 
