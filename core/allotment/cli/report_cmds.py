@@ -318,7 +318,8 @@ def export_cmd(
     """Write an export for a period through the export hook (built in: csv, focus)."""
     with open_runtime(database_url) as rt:
         p = _period(rt, period)
-        result = rt.hooks.export(kind, p, {"destination": out, "shared": shared})
+        # plugins (netsuite ...) read their settings and the ledger through the runtime
+        result = rt.hooks.export(kind, p, {"destination": out, "shared": shared, "runtime": rt})
     if result is None:
         raise InvalidRequest(f"no plugin exports {kind!r}")
     summary = {
