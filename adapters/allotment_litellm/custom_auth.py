@@ -11,9 +11,11 @@ from typing import Any
 
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
+from allotment.directory import hash_key
 from allotment.errors import Denied
 
 from allotment_litellm.errors import refusal
+from allotment_litellm.identity import KEY_HASH_FIELD
 
 
 def _master_key() -> str | None:
@@ -46,6 +48,7 @@ async def auth(request: Any, api_key: str) -> UserAPIKeyAuth:
         key_alias=principal.key_id,
         user_role=LitellmUserRoles.INTERNAL_USER,
         metadata={
+            KEY_HASH_FIELD: hash_key(api_key),
             "allotment_person_id": principal.person_id,
             "allotment_key_id": principal.key_id,
             "cost_center": principal.cost_center,

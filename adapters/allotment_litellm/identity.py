@@ -16,6 +16,7 @@ from allotment.types import Principal
 TRUST_END_USER_ENV = "ALLOTMENT_LITELLM_TRUST_END_USER"
 ADMIN_ROLE = "proxy_admin"
 MASTER_KEY_TOKEN = "litellm_proxy_master_key"
+KEY_HASH_FIELD = "allotment_key_hash"
 
 
 def _truthy(value: str | None) -> bool:
@@ -36,11 +37,14 @@ class IdentityMapper:
     def principal(self, user_api_key_dict: Any, data: Mapping[str, Any]) -> Principal:
         """The principal for this request, or ``Denied(401)`` when nobody maps to it."""
         rt = self.runtime
-        api_key = getattr(user_api_key_dict, "api_key", None)
-        if isinstance(api_key, str) and api_key:
-            found = rt.find_principal(api_key, {"litellm": True})
-            if found is not None:
-                return found
+        metadata = getattr(user_api_key_dict, "metadata", None)
+        key_hash = metadata.get(KEY_HASH_FIELD) if isinstance(metadata, Mapping) else None
+        if isinstance(key_hash, str) and key_hash:
+            # set by our custom_auth moments ago (LiteLLM hashes the raw key it keeps)
+            found = rt.directory.principal_for_key(key_hash)
+            if found is None or found.kind == "inactive":
+                raise Denied(401, "invalid_api_key", "invalid, revoked or unknown API key")
+            return found
         for name in (getattr(user_api_key_dict, "user_email", None), getattr(user_api_key_dict, "user_id", None)):
             found = self._person(name)
             if found is not None:
