@@ -5,6 +5,7 @@ The public model group is resolved to its deployment (``provider/model``) throug
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,11 +71,9 @@ class ModelResolver:
 
 
 def _router() -> Any:
-    try:
-        from litellm.proxy import proxy_server
-    except Exception:  # the SDK without the proxy extra: no router to ask
-        return None
-    return getattr(proxy_server, "llm_router", None)
+    # only a running proxy has a router; importing proxy_server elsewhere would build one
+    proxy_server = sys.modules.get("litellm.proxy.proxy_server")
+    return getattr(proxy_server, "llm_router", None) if proxy_server is not None else None
 
 
 def _headers(data: Mapping[str, Any]) -> Mapping[str, str]:
