@@ -6,7 +6,9 @@ The proxy and the tests share one SQLite ledger; tests isolate themselves with f
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +65,14 @@ class Stack:
         return wait_for(lambda: self.runtime.event(request_id), timeout,
                         f"no usage event for {request_id}\n{self.proxy.log_tail()}")
 
+    def probe_records(self, call_id: str) -> list[dict[str, Any]]:
+        """What the contract probe callback saw for one call, in hook order."""
+        path = self.workdir / "probe.jsonl"
+        if not path.exists():
+            return []
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [r for r in records if r.get("call_id") == call_id]
+
     def key_wallet(self, key_id: str) -> Any:
         for wallet in self.runtime.ledger.all_wallets():
             if wallet.scope == "key" and wallet.scope_id == key_id:
@@ -90,15 +100,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     runtime.apply_config_text(SAMPLE_CONFIG, "allotment.yaml")
     fake = FakeUpstream().start()
     proxy = None
+    (workdir / "proxy").mkdir()
+    shutil.copy(Path(__file__).parent / "contract_probe.py", workdir / "proxy" / "contract_probe.py")
     try:
         proxy = start_proxy(
             workdir / "proxy",
-            proxy_config(fake.openai_base_url),
+            proxy_config(fake.openai_base_url, probe=True),
             env={
                 "ALLOTMENT_DATABASE_URL": database_url,
                 "ALLOTMENT_CONFIG": str(workdir / "allotment.yaml"),
                 "ALLOTMENT_LITELLM_SETTLE_GRACE_SECONDS": str(SETTLE_GRACE_SECONDS),
                 "ALLOTMENT_LITELLM_SWEEP_SECONDS": "1",
+                "ALLOTMENT_CONTRACT_PROBE_FILE": str(workdir / "probe.jsonl"),
             },
         )
         yield Stack(fake, proxy, runtime, workdir, [])

@@ -56,7 +56,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def proxy_config(upstream_base: str, *, allotment: bool = True, custom_auth: bool = True) -> dict[str, object]:
+def proxy_config(
+    upstream_base: str, *, allotment: bool = True, custom_auth: bool = True, probe: bool = False
+) -> dict[str, object]:
     models = [
         {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": upstream_base,
                                                     "api_key": "sk-fake"}},
@@ -74,7 +76,9 @@ def proxy_config(upstream_base: str, *, allotment: bool = True, custom_auth: boo
         "disable_budget_reservation": True,
     }
     if allotment:
-        litellm_settings["callbacks"] = "allotment_litellm.handler"
+        litellm_settings["callbacks"] = (
+            ["allotment_litellm.handler", "contract_probe.probe"] if probe else "allotment_litellm.handler"
+        )
         if custom_auth:
             general["custom_auth"] = "allotment_litellm.auth"
     return {
