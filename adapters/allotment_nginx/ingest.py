@@ -63,6 +63,7 @@ class LogIngester:
         aborted: str = "reserve",
         rotate_wait: float = 5.0,
     ) -> None:
+        self.runtime = runtime
         self.sink = LedgerSink(runtime, aborted=aborted)
         self.path = os.path.abspath(path)
         self.store = store or DbCheckpointStore(runtime.write_engine, checkpoint_name(self.path))
@@ -73,8 +74,9 @@ class LogIngester:
         """Ingest every complete line available now; returns how many lines were read."""
         read = 0
         for batch in self.tailer.batches():
-            for line in batch.lines:
-                self._line(line)
+            with self.runtime.batch():  # one ledger transaction per batch of lines
+                for line in batch.lines:
+                    self._line(line)
             read += len(batch.lines)
             self.stats.lines += len(batch.lines)
             self.stats.malformed += batch.oversized

@@ -340,3 +340,32 @@ def test_a_plugins_deny_is_reported_before_the_builtin_policys(tmp_path, databas
         with pytest.raises(Denied) as info:  # the built-in policy would say 400 invalid_request
             rt.admit(intent(key, labels={"environment": "moon"}))
         assert (info.value.status, info.value.code) == (403, "no_moon")
+
+
+def test_batch_commits_many_records_at_once_and_a_failing_one_alone(runtime: Runtime, ada: str) -> None:
+    from allotment.errors import InvalidRequest
+
+    first = intent(ada)
+    with runtime.batch():
+        for i in range(50):
+            runtime.record(intent(ada, request_id=f"batch-{i}"), Usage(output_tokens=1000))
+        admission = runtime.admit(first)  # admission and settle work inside a batch too
+        runtime.settle(admission.request_id, Usage(output_tokens=1000))
+        with pytest.raises(InvalidRequest):
+            runtime.admit(intent(ada, request_id=first.request_id))  # duplicate: rolled back alone
+    person = wallets(runtime)["person"]
+    assert person["spent_nanos"] == 51 * int(nanos(1000, MINI_OUT))
+    assert person["reserved_nanos"] == 0
+    assert verify(runtime).ok
+
+
+def test_leaving_a_batch_by_an_exception_writes_nothing(runtime: Runtime, ada: str) -> None:
+    with pytest.raises(RuntimeError), runtime.batch():
+        runtime.record(intent(ada, request_id="doomed"), Usage(output_tokens=1000))
+        raise RuntimeError("the tailer crashed before its batch committed")
+    assert runtime.event("doomed") is None
+    assert all(w["spent_nanos"] == 0 for w in runtime.admin.budgets())
+    # the wallets made inside the rolled-back batch are made again, not used from a cache
+    admission = runtime.admit(intent(ada))
+    runtime.settle(admission.request_id, Usage(output_tokens=1000))
+    assert wallets(runtime)["person"]["spent_nanos"] == int(nanos(1000, MINI_OUT))

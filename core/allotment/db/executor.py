@@ -9,7 +9,8 @@ import asyncio
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +41,14 @@ class Executor:
 
     def read(self, op: Op[T]) -> T:
         """Run a read-only function on a connection outside the writer."""
+        raise NotImplementedError
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Run every operation this thread submits inside one transaction until the block ends.
+
+        Each operation still gets its own savepoint: one that raises is rolled back alone and
+        its error reaches the caller. Leaving the block by an exception rolls back everything.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -111,6 +120,8 @@ class SqliteExecutor(Executor):
     def run(self, op: Op[T]) -> T:
         if self._closed:
             raise LedgerUnavailable("the ledger is closed")
+        if getattr(self._local, "in_batch", False):
+            return _in_savepoint(self._conn, op)
         future: Future[T] = Future()
         self._queue.append((op, future))
         with self._writer:
@@ -120,6 +131,25 @@ class SqliteExecutor(Executor):
 
     def submit(self, op: Op[T]) -> Future[T]:
         return self._threads.submit(self.run, op)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        if getattr(self._local, "in_batch", False):
+            yield  # nested: the outer batch commits
+            return
+        with self._writer:
+            self._drain()  # others' queued work commits first, in its own transaction
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._local.in_batch = True
+            try:
+                yield
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+            finally:
+                self._local.in_batch = False
 
     def read(self, op: Op[T]) -> T:
         conn = getattr(self._local, "conn", None)
@@ -219,15 +249,32 @@ class PostgresExecutor(Executor):
             conninfo, min_size=1, max_size=pool_size, open=True, timeout=30.0
         )
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="allotment-pg")
+        self._local = threading.local()
 
     def run(self, op: Op[T]) -> T:
         import psycopg
 
+        batch_conn = getattr(self._local, "conn", None)
         try:
+            if batch_conn is not None:
+                with batch_conn.transaction():  # a savepoint inside the batch's transaction
+                    return op(batch_conn)
             with self._pool.connection() as conn, conn.transaction():
                 return op(conn)
         except psycopg.OperationalError as exc:
             raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        if getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self._pool.connection() as conn, conn.transaction():
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
 
     def submit(self, op: Op[T]) -> Future[T]:
         return self._threads.submit(self.run, op)
@@ -246,3 +293,15 @@ def create_executor(url: str, *, synchronous: str = "NORMAL", pool_size: int = 8
     if url.startswith("postgresql"):
         return PostgresExecutor(url, pool_size)
     raise LedgerUnavailable(f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)")
+
+
+def _in_savepoint(conn: sqlite3.Connection, op: Op[T]) -> T:
+    conn.execute("SAVEPOINT op")
+    try:
+        value = op(conn)
+    except BaseException:
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        raise
+    conn.execute("RELEASE op")
+    return value

@@ -121,10 +121,12 @@ def _hash_value(value: Any) -> Any:
 
 
 def row_hash(values: dict[str, Any]) -> str:
-    """Content hash of a row: canonical JSON of its columns (id excluded)."""
-    canonical = orjson.dumps(
-        {k: _hash_value(v) for k, v in values.items()}, option=orjson.OPT_SORT_KEYS
-    )
+    """Content hash of a row: canonical JSON of its columns (id excluded).
+
+    Datetimes must be aware UTC (``parse_ts`` gives that when reading back) so the writer
+    and ``audit verify`` serialise them identically.
+    """
+    canonical = orjson.dumps(values, option=orjson.OPT_SORT_KEYS, default=_hash_value)
     return hashlib.sha256(canonical).hexdigest()
 
 
@@ -467,7 +469,7 @@ class Ledger:
         event_id = int(conn.execute(self.sql_insert_event, params).fetchone()[0])
         if wallet_ids:
             rows: list[Any] = []
-            stamp = _hash_value(stored["ts"])
+            stamp = ts_db if isinstance(ts_db, str) else _hash_value(stored["ts"])
             for wallet_id in wallet_ids:
                 rows.extend((event_id, wallet_id, cost, ts_db, entry_hash(digest, wallet_id, cost, stamp)))
             conn.execute(
@@ -540,6 +542,7 @@ class Ledger:
         stored["estimated"] = bool(stored["estimated"])
         stored["enforced"] = bool(stored["enforced"])
         stored["flags"] = stored["flags"] or ""
+        stored["ts"] = stored["ts"].astimezone(UTC)
         if not isinstance(stored["labels"], str):
             stored["labels"] = orjson.dumps(stored["labels"] or {}, option=orjson.OPT_SORT_KEYS).decode()
         return stored

@@ -74,6 +74,10 @@ class SqlLedger:
         self._period: tuple[datetime, datetime] | None = None
         self._cache_generation = ""
 
+    def forget(self) -> None:
+        """Drop cached wallet ids (after a rolled-back batch that may have created them)."""
+        self._cache_generation = ""
+
     def wallet_ids(self, principal: Principal | None, intent: CallIntent, at: datetime) -> list[int]:
         directory = self.runtime.directory
         if directory.generation != self._cache_generation:
