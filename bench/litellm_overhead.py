@@ -34,11 +34,17 @@ def pct(values: list[float], q: float) -> float:
 
 def one(client: httpx.Client, url: str, key: str, stream: bool) -> tuple[float, float | None]:
     """(client-observed ms, LiteLLM's own x-litellm-overhead-duration-ms) for one request."""
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 16,
-            "user": "ada@acme.example", "stream": stream}
+    body = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 16,
+        "user": "ada@acme.example",
+        "stream": stream,
+    }
     start = time.perf_counter()
-    with client.stream("POST", url + "/v1/chat/completions", json=body,
-                       headers={"Authorization": f"Bearer {key}"}) as reply:
+    with client.stream(
+        "POST", url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+    ) as reply:
         for _ in reply.iter_bytes():
             pass
         if reply.status_code != 200:
@@ -46,6 +52,19 @@ def one(client: httpx.Client, url: str, key: str, stream: bool) -> tuple[float, 
         overhead = reply.headers.get("x-litellm-overhead-duration-ms")
     elapsed = (time.perf_counter() - start) * 1000
     return elapsed, float(overhead) if overhead else None
+
+
+def wait_settled(database_url: str, expected: int, timeout: float = 30.0) -> int:
+    """Every allotment request must have landed in the ledger, or the numbers mean nothing."""
+    from sqlalchemy import text
+
+    with Runtime.open(Settings(database_url=database_url), migrate=False, load_entrypoints=False) as rt:
+        deadline = time.monotonic() + timeout
+        while True:
+            with rt.engine.connect() as conn:
+                count = int(conn.execute(text("SELECT COUNT(*) FROM usage_events")).scalar_one())
+            if count >= expected or time.monotonic() > deadline:
+                return count
 
 
 def main() -> None:
@@ -64,9 +83,7 @@ def main() -> None:
         env = {"ALLOTMENT_DATABASE_URL": database_url}  # master key: the body's user is trusted
         print("starting two LiteLLM proxies (about 10 s each)...", flush=True)
         base = start_proxy(workdir / "baseline", proxy_config(fake.openai_base_url, allotment=False), env)
-        ours = start_proxy(
-            workdir / "allotment", proxy_config(fake.openai_base_url, custom_auth=False), env
-        )
+        ours = start_proxy(workdir / "allotment", proxy_config(fake.openai_base_url, custom_auth=False), env)
         try:
             samples: dict[str, list[float]] = {"baseline": [], "allotment": []}
             overheads: dict[str, list[float]] = {"baseline": [], "allotment": []}
@@ -81,24 +98,27 @@ def main() -> None:
                             samples[name].append(elapsed)
                             if overhead is not None:
                                 overheads[name].append(overhead)
+            settled = wait_settled(database_url, args.warmup + args.requests)
         finally:
             stop_proxy(base)
             stop_proxy(ours)
 
     mode = "stream" if args.stream else "non-stream"
+    print(f"ledger: {settled} of {args.warmup + args.requests} allotment requests settled")
     print(f"LiteLLM proxy, {mode}, {args.requests} interleaved requests each, fake upstream on 127.0.0.1")
     print(f"{'':28}{'p50 ms':>10}{'p99 ms':>10}")
-    for name in ("baseline", "allotment"):
-        print(f"{name + ' (client latency)':28}{pct(samples[name], 0.5):>10.2f}{pct(samples[name], 0.99):>10.2f}")
-    for name in ("baseline", "allotment"):
-        if overheads[name]:
-            label = name + " (litellm overhead)"
-            print(f"{label:28}{pct(overheads[name], 0.5):>10.2f}{pct(overheads[name], 0.99):>10.2f}")
-    added50 = pct(samples["allotment"], 0.5) - pct(samples["baseline"], 0.5)
-    added99 = pct(samples["allotment"], 0.99) - pct(samples["baseline"], 0.99)
+    rows = [(f"{name} (client latency)", samples[name]) for name in ("baseline", "allotment")]
+    rows += [(f"{name} (litellm overhead)", overheads[name]) for name in ("baseline", "allotment")]
+    for label, values in rows:
+        if values:
+            print(f"{label:28}{pct(values, 0.5):>10.2f}{pct(values, 0.99):>10.2f}")
+    ours, base = samples["allotment"], samples["baseline"]
+    added50, added99 = pct(ours, 0.5) - pct(base, 0.5), pct(ours, 0.99) - pct(base, 0.99)
     print(f"added by allotment: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms")
-    print(f"ratio allotment/baseline: p50 {pct(samples['allotment'], 0.5) / pct(samples['baseline'], 0.5):.3f}, "
-          f"p99 {pct(samples['allotment'], 0.99) / pct(samples['baseline'], 0.99):.3f}")
+    print(
+        f"ratio allotment/baseline: p50 {pct(ours, 0.5) / pct(base, 0.5):.3f}, "
+        f"p99 {pct(ours, 0.99) / pct(base, 0.99):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
 from allotment.directory import hash_key
 from allotment.errors import Denied
-
 from allotment_litellm.errors import refusal
 from allotment_litellm.identity import KEY_HASH_FIELD
 

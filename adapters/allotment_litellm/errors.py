@@ -29,8 +29,12 @@ class AllotmentRefusal(ProxyException):
             # SDKs honour x-should-retry before their status rules; a refusal is final
             headers["x-should-retry"] = "false"
         super().__init__(
-            message=error.message, type=error.type, param=None, code=error.status,
-            headers=headers, openai_code=error.code,
+            message=error.message,
+            type=error.type,
+            param=None,
+            code=error.status,
+            headers=headers,
+            openai_code=error.code,
         )
         self.error = error
 

@@ -45,7 +45,10 @@ class IdentityMapper:
             if found is None or found.kind == "inactive":
                 raise Denied(401, "invalid_api_key", "invalid, revoked or unknown API key")
             return found
-        for name in (getattr(user_api_key_dict, "user_email", None), getattr(user_api_key_dict, "user_id", None)):
+        for name in (
+            getattr(user_api_key_dict, "user_email", None),
+            getattr(user_api_key_dict, "user_id", None),
+        ):
             found = self._person(name)
             if found is not None:
                 return found

@@ -14,7 +14,6 @@ from allotment.gateway.estimate import input_upper_bound
 from allotment.gateway.labels import extract_tags
 from allotment.runtime import Runtime
 from allotment.types import CallIntent, EndpointMode, Principal
-
 from allotment_litellm.identity import end_user_of
 
 # LiteLLM provider names that allotment's rate cards call something else
@@ -76,13 +75,12 @@ def _router() -> Any:
     return getattr(proxy_server, "llm_router", None) if proxy_server is not None else None
 
 
-def _headers(data: Mapping[str, Any]) -> Mapping[str, str]:
-    request = data.get("proxy_server_request")
-    if isinstance(request, Mapping) and isinstance(request.get("headers"), Mapping):
-        return request["headers"]
-    metadata = data.get("metadata")
-    if isinstance(metadata, Mapping) and isinstance(metadata.get("headers"), Mapping):
-        return metadata["headers"]
+def _headers(data: Mapping[str, Any]) -> dict[str, str]:
+    """The client's request headers (only ``X-Allotment-*`` ones are read)."""
+    for holder in (data.get("proxy_server_request"), data.get("metadata")):
+        headers = holder.get("headers") if isinstance(holder, Mapping) else None
+        if isinstance(headers, Mapping):
+            return {str(k): v for k, v in headers.items() if isinstance(v, str)}
     return {}
 
 

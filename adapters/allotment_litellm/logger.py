@@ -19,7 +19,6 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from allotment.errors import AllotmentError, Denied, LedgerUnavailable, NotFound
 from allotment.runtime import Runtime
-
 from allotment_litellm import reconcile
 from allotment_litellm.errors import refusal
 from allotment_litellm.identity import IdentityMapper
@@ -33,8 +32,15 @@ DEFAULT_GRACE_SECONDS = 60
 # LiteLLM call types that spend tokens and go through admission; MCP tool calls do not
 ADMITTED_CALL_TYPES = frozenset(
     {
-        "completion", "acompletion", "text_completion", "atext_completion",
-        "embeddings", "aembedding", "responses", "aresponses", "anthropic_messages",
+        "completion",
+        "acompletion",
+        "text_completion",
+        "atext_completion",
+        "embeddings",
+        "aembedding",
+        "responses",
+        "aresponses",
+        "anthropic_messages",
     }
 )
 PASSED_CALL_TYPE_PREFIXES = ("mcp", "call_mcp_tool", "list_mcp_tools")
@@ -111,11 +117,16 @@ class AllotmentLogger(CustomLogger):
         admission = rt.admit(intent)
         assert intent.at is not None
         self._remember(
-            self._calls, intent.request_id,
+            self._calls,
+            intent.request_id,
             _Call(intent.provider, intent.model, intent.at, intent.endpoint_mode.value),
         )
         clamped = admission.max_output_tokens
-        if clamped is not None and intent.max_output_tokens is not None and clamped < intent.max_output_tokens:
+        if (
+            clamped is not None
+            and intent.max_output_tokens is not None
+            and clamped < intent.max_output_tokens
+        ):
             return clamped  # opt-in clamping shrank the request to what the budget pays for
         return None
 
@@ -184,8 +195,11 @@ class AllotmentLogger(CustomLogger):
         for delay in (*_SETTLE_ATTEMPTS, None):
             try:
                 await rt.settle_async(
-                    settlement.call_id, settlement.usage, settlement.outcome,
-                    external_cost_nanos=settlement.external_cost_nanos, flags=flags,
+                    settlement.call_id,
+                    settlement.usage,
+                    settlement.outcome,
+                    external_cost_nanos=settlement.external_cost_nanos,
+                    flags=flags,
                 )
                 return
             except NotFound:

@@ -35,7 +35,9 @@ class RuntimeHolder:
             if self._runtime is None:
                 # Settings() reads ALLOTMENT_DATABASE_URL and ALLOTMENT_CONFIG (applied at open)
                 self._runtime = Runtime.open(Settings())
-                log.info("allotment runtime opened on %s", self._runtime.settings.database_url.split("://")[0])
+                log.info(
+                    "allotment runtime opened on %s", self._runtime.settings.database_url.split("://")[0]
+                )
             return self._runtime
 
     async def get_async(self) -> Runtime:
