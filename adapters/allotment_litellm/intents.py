@@ -101,8 +101,11 @@ def _body_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_TOKEN_KEYS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+
+
 def _max_output(data: Mapping[str, Any]) -> int | None:
-    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+    for key in MAX_TOKEN_KEYS:
         value = data.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value

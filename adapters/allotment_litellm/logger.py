@@ -22,7 +22,7 @@ from allotment.runtime import Runtime
 from allotment_litellm import reconcile
 from allotment_litellm.errors import refusal
 from allotment_litellm.identity import IdentityMapper
-from allotment_litellm.intents import ModelResolver, build_intent
+from allotment_litellm.intents import MAX_TOKEN_KEYS, ModelResolver, build_intent
 from allotment_litellm.runtime_holder import RuntimeHolder
 
 log = logging.getLogger("allotment.litellm")
@@ -103,7 +103,9 @@ class AllotmentLogger(CustomLogger):
             self._remember(self._denied, call_id, None)
             raise refusal(LedgerUnavailable(f"allotment could not admit the call: {exc}"), call_id) from None
         if max_tokens is not None:
-            data["max_tokens"] = max_tokens
+            # the same field the client used, so the provider sees one limit
+            field = next((k for k in MAX_TOKEN_KEYS if data.get(k) is not None), "max_tokens")
+            data[field] = max_tokens
         return data
 
     def _admit(self, rt: Runtime, user_api_key_dict: Any, data: dict[str, Any]) -> int | None:

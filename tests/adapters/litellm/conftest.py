@@ -62,8 +62,11 @@ class Stack:
 
     def wait_event(self, request_id: str, timeout: float = 20.0) -> UsageEvent:
         """LiteLLM settles from its queued log events: poll until the event lands."""
-        return wait_for(lambda: self.runtime.event(request_id), timeout,
-                        f"no usage event for {request_id}\n{self.proxy.log_tail()}")
+        return wait_for(
+            lambda: self.runtime.event(request_id),
+            timeout,
+            f"no usage event for {request_id}\n{self.proxy.log_tail()}",
+        )
 
     def probe_records(self, call_id: str) -> list[dict[str, Any]]:
         """What the contract probe callback saw for one call, in hook order."""

@@ -25,9 +25,12 @@ CLAUDE_CACHE_MOCK = {
     "model": "claude-sonnet-4-5-20250929",
     "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
     "usage": {
-        "prompt_tokens": 1200, "completion_tokens": 50, "total_tokens": 1250,
+        "prompt_tokens": 1200,
+        "completion_tokens": 50,
+        "total_tokens": 1250,
         "prompt_tokens_details": {"cached_tokens": 1000},
-        "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 1000,
+        "cache_creation_input_tokens": 0,
     },
 }
 
@@ -60,15 +63,34 @@ def proxy_config(
     upstream_base: str, *, allotment: bool = True, custom_auth: bool = True, probe: bool = False
 ) -> dict[str, object]:
     models = [
-        {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_base": upstream_base,
-                                                    "api_key": "sk-fake"}},
-        {"model_name": "gpt-5.4-mini", "litellm_params": {"model": "openai/gpt-5.4-mini",
-                                                          "api_base": upstream_base, "api_key": "sk-fake"}},
-        {"model_name": "gpt-4o-mock", "litellm_params": {"model": "openai/gpt-4o", "api_key": "sk-fake",
-                                                         "mock_response": "Hello from the mock"}},
-        {"model_name": "claude-mock-cache", "litellm_params": {
-            "model": "anthropic/claude-sonnet-4-5-20250929", "api_key": "sk-fake",
-            "mock_response": CLAUDE_CACHE_MOCK}},
+        {
+            "model_name": "gpt-4o",
+            "litellm_params": {"model": "openai/gpt-4o", "api_base": upstream_base, "api_key": "sk-fake"},
+        },
+        {
+            "model_name": "gpt-5.4-mini",
+            "litellm_params": {
+                "model": "openai/gpt-5.4-mini",
+                "api_base": upstream_base,
+                "api_key": "sk-fake",
+            },
+        },
+        {
+            "model_name": "gpt-4o-mock",
+            "litellm_params": {
+                "model": "openai/gpt-4o",
+                "api_key": "sk-fake",
+                "mock_response": "Hello from the mock",
+            },
+        },
+        {
+            "model_name": "claude-mock-cache",
+            "litellm_params": {
+                "model": "anthropic/claude-sonnet-4-5-20250929",
+                "api_key": "sk-fake",
+                "mock_response": CLAUDE_CACHE_MOCK,
+            },
+        },
     ]
     litellm_settings: dict[str, object] = {"num_retries": 0, "request_timeout": 30}
     general: dict[str, object] = {
@@ -89,8 +111,9 @@ def proxy_config(
     }
 
 
-def start_proxy(workdir: Path, config: dict[str, object], env: dict[str, str] | None = None,
-                timeout: float = 90.0) -> Proxy:
+def start_proxy(
+    workdir: Path, config: dict[str, object], env: dict[str, str] | None = None, timeout: float = 90.0
+) -> Proxy:
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -113,7 +136,10 @@ def start_proxy(workdir: Path, config: dict[str, object], env: dict[str, str] | 
     with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
             [binary, "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port)],
-            cwd=workdir, env=full_env, stdout=log_file, stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     proxy = Proxy(process, f"http://127.0.0.1:{port}", master_key, log_path)
     deadline = time.monotonic() + timeout

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import text
 
 from allotment.testing.fake_upstream import FakeUpstream, FakeUsage, Script
-
 from conftest import Stack, wait_for
 
 pytestmark = pytest.mark.slow
@@ -28,7 +27,9 @@ async def _fire(stack: Stack, key: str, n: int) -> list[object]:
     async with openai.AsyncOpenAI(base_url=stack.proxy.openai_base_url, api_key=key, max_retries=0) as client:
         calls = [
             client.chat.completions.with_raw_response.create(
-                model="gpt-4o", messages=MESSAGES, max_tokens=MAX_TOKENS  # type: ignore[arg-type]
+                model="gpt-4o",
+                messages=MESSAGES,
+                max_tokens=MAX_TOKENS,  # type: ignore[arg-type]
             )
             for _ in range(n)
         ]
@@ -51,8 +52,9 @@ def test_fifty_parallel_requests_never_overspend(stack: Stack, fake: FakeUpstrea
     call_ids = [r.headers["x-litellm-call-id"] for r in ok]  # type: ignore[attr-defined]
     for call_id in call_ids:
         stack.wait_event(call_id)
-    wallet = wait_for(lambda: (w := stack.key_wallet(key_id)) and w.reserved_nanos == 0 and w,
-                      10, "holds were not released")
+    wallet = wait_for(
+        lambda: (w := stack.key_wallet(key_id)) and w.reserved_nanos == 0 and w, 10, "holds were not released"
+    )
     assert wallet.spent_nanos == 5 * PER_CALL <= wallet.limit_nanos
     with stack.runtime.engine.connect() as conn:
         count, total = conn.execute(

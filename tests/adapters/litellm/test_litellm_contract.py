@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from allotment.testing.fake_upstream import FakeUpstream, FakeUsage, Script
-
 from allotment_litellm import TESTED_LITELLM_VERSION, AllotmentLogger
 from allotment_litellm.identity import KEY_HASH_FIELD
 from allotment_litellm.logger import HOOKS
@@ -58,15 +57,21 @@ def test_pre_call_and_log_event_payloads_have_the_fields_we_read(stack: Stack, f
     key, _ = stack.key()
     fake.default = Script(usage=FakeUsage(input_tokens=47, cache_read_tokens=64, output_tokens=222))
     raw = stack.client(key).chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], max_tokens=300,
-        metadata={"feature": "x"}, extra_headers={"x-litellm-tags": "environment=dev"},
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=300,
+        metadata={"feature": "x"},
+        extra_headers={"x-litellm-tags": "environment=dev"},
     )
     call_id = raw.headers["x-litellm-call-id"]
-    records = wait_for(lambda: (r := stack.probe_records(call_id)) and len(r) >= 2 and r, 20,
-                       "the probe saw no log event")
+    records = wait_for(
+        lambda: (r := stack.probe_records(call_id)) and len(r) >= 2 and r, 20, "the probe saw no log event"
+    )
     assert [r["hook"] for r in records] == ["pre_call", "log_success"]
     pre, success = records
-    assert {"litellm_call_id", "model", "messages", "metadata", "proxy_server_request"} <= set(pre["data_keys"])
+    assert {"litellm_call_id", "model", "messages", "metadata", "proxy_server_request"} <= set(
+        pre["data_keys"]
+    )
     assert {"requester_metadata", "tags"} <= set(pre["metadata_keys"])
     assert pre["api_key_is_hashed"] is True
     assert pre["user_api_key_metadata"][KEY_HASH_FIELD] == hashlib.sha256(key.encode()).hexdigest()
@@ -87,18 +92,30 @@ def test_pre_call_and_log_event_payloads_have_the_fields_we_read(stack: Stack, f
 def test_a_stream_logs_one_success_and_a_disconnect_is_marked(stack: Stack, fake: FakeUpstream) -> None:
     key, _ = stack.key()
     fake.default = Script(usage=FakeUsage(input_tokens=10, output_tokens=100), chunk_delay=0.05)
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "go"}], "max_tokens": 200,
-            "stream": True}
-    with httpx.Client(timeout=30) as client, client.stream(
-        "POST", stack.proxy.openai_base_url + "/chat/completions", json=body,
-        headers={"Authorization": f"Bearer {key}"},
-    ) as response:
+    body = {
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": 200,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            stack.proxy.openai_base_url + "/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response,
+    ):
         call_id = response.headers["x-litellm-call-id"]
         for index, _ in enumerate(response.iter_lines()):
             if index >= 6:
                 break
-    records = wait_for(lambda: [r for r in stack.probe_records(call_id) if r["hook"] != "pre_call"], 20,
-                       "no log event after a disconnect")
+    records = wait_for(
+        lambda: [r for r in stack.probe_records(call_id) if r["hook"] != "pre_call"],
+        20,
+        "no log event after a disconnect",
+    )
     assert [r["hook"] for r in records] == ["log_success"]
     assert records[0]["client_disconnected"] is True
     assert records[0]["slo"]["stream"] is True
@@ -107,9 +124,12 @@ def test_a_stream_logs_one_success_and_a_disconnect_is_marked(stack: Stack, fake
 @pytest.mark.slow
 def test_our_refusal_keeps_its_status_body_and_headers_through_the_proxy(stack: Stack) -> None:
     key, _ = stack.key("sam@acme.example")
-    reply = httpx.post(stack.proxy.openai_base_url + "/chat/completions", timeout=30,
-                       headers={"Authorization": f"Bearer {key}"},
-                       json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    reply = httpx.post(
+        stack.proxy.openai_base_url + "/chat/completions",
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert reply.status_code == 403
     assert reply.headers["x-should-retry"] == "false"
     error = reply.json()["error"]

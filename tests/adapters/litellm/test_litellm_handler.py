@@ -19,7 +19,6 @@ from allotment.directory import hash_key
 from allotment.runtime import Runtime
 from allotment.testing import temporary_runtime
 from allotment.types import Outcome
-
 from allotment_litellm import AllotmentLogger
 from allotment_litellm.errors import AllotmentRefusal
 from allotment_litellm.identity import KEY_HASH_FIELD
@@ -39,13 +38,25 @@ def _caller(rt: Runtime, email: str = "ada@acme.example", budget: str | None = N
 
     key, _ = rt.admin.issue_key(email, name="t", monthly_budget=Decimal(budget) if budget else None)
     rt.refresh_directory()
-    return SimpleNamespace(api_key=None, metadata={KEY_HASH_FIELD: hash_key(key)}, user_id=None,
-                           user_email=None, end_user_id=None, user_role=None, token=None)
+    return SimpleNamespace(
+        api_key=None,
+        metadata={KEY_HASH_FIELD: hash_key(key)},
+        user_id=None,
+        user_email=None,
+        end_user_id=None,
+        user_role=None,
+        token=None,
+    )
 
 
 def _data(**extra: Any) -> dict[str, Any]:
-    data = {"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50,
-            "litellm_call_id": str(uuid.uuid4()), "metadata": {}}
+    data = {
+        "model": "openai/gpt-4o",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 50,
+        "litellm_call_id": str(uuid.uuid4()),
+        "metadata": {},
+    }
     data.update(extra)
     return data
 
@@ -56,8 +67,11 @@ def _success(call_id: str, prompt: int, completion: int, cost: float | None, **p
         "litellm_call_id": call_id,
         "response_cost": cost,
         "litellm_params": {"metadata": params},
-        "standard_logging_object": {"litellm_call_id": call_id, "response_cost": cost,
-                                    "metadata": {"usage_object": usage}},
+        "standard_logging_object": {
+            "litellm_call_id": call_id,
+            "response_cost": cost,
+            "metadata": {"usage_object": usage},
+        },
     }
 
 
@@ -84,7 +98,9 @@ def test_late_event_after_expiry_is_charged_once(rt: Runtime) -> None:
     assert rt.expire_reservations(datetime.now(UTC) + timedelta(days=1)) == 1
     org = next(w for w in rt.ledger.all_wallets() if w.scope == "org")
     assert org.reserved_nanos == 0
-    _run(handler.async_log_success_event(_success(data["litellm_call_id"], 100, 20, 0.00045), None, None, None))
+    _run(
+        handler.async_log_success_event(_success(data["litellm_call_id"], 100, 20, 0.00045), None, None, None)
+    )
     event = rt.event(data["litellm_call_id"])
     assert event is not None and "late_settle" in event.flags and event.cost_nanos == 450_000
     org = next(w for w in rt.ledger.all_wallets() if w.scope == "org")
@@ -105,7 +121,9 @@ def test_divergent_litellm_cost_is_flagged_not_hidden(rt: Runtime) -> None:
     handler = AllotmentLogger(rt)
     data = _data()
     _run(handler.async_pre_call_hook(_caller(rt), None, data, "completion"))
-    _run(handler.async_log_success_event(_success(data["litellm_call_id"], 100, 20, 0.0009), None, None, None))
+    _run(
+        handler.async_log_success_event(_success(data["litellm_call_id"], 100, 20, 0.0009), None, None, None)
+    )
     event = rt.event(data["litellm_call_id"])
     assert event is not None and event.cost_nanos == 450_000 and event.external_cost_nanos == 900_000
     assert "litellm_cost_diverges" in event.flags
@@ -167,8 +185,10 @@ def test_labels_come_from_headers_body_metadata_and_key_value_tags(rt: Runtime) 
     handler = AllotmentLogger(rt)
     data = _data(
         proxy_server_request={"headers": {"x-allotment-label-feature": "search"}},
-        metadata={"requester_metadata": {"team_project": "apollo"},
-                  "tags": ["environment=staging", "User-Agent: curl", "plain"]},
+        metadata={
+            "requester_metadata": {"team_project": "apollo"},
+            "tags": ["environment=staging", "User-Agent: curl", "plain"],
+        },
     )
     _run(handler.async_pre_call_hook(_caller(rt), None, data, "completion"))
     _run(handler.async_log_success_event(_success(data["litellm_call_id"], 1, 1, 1.25e-5), None, None, None))
