@@ -45,8 +45,12 @@ def bare_update(rt: Runtime) -> Callable[[], None]:
 
 def intent_for(key: str) -> CallIntent:
     return CallIntent(
-        request_id=uuid.uuid4().hex, provider="openai", model="gpt-5.4-mini",
-        credential=key, input_tokens=1000, max_output_tokens=500,
+        request_id=uuid.uuid4().hex,
+        provider="openai",
+        model="gpt-5.4-mini",
+        credential=key,
+        input_tokens=1000,
+        max_output_tokens=500,
     )
 
 
@@ -73,10 +77,14 @@ def single_caller(rt: Runtime, key: str, cycles: int) -> dict[str, float]:
     cycle_s = (sum(admit_us) + sum(settle_us)) / 1e6
     base_s = sum(base_us) / 1e6
     return {
-        "admit_p50": pct(admit_us, 0.5), "admit_p99": pct(admit_us, 0.99),
-        "settle_p50": pct(settle_us, 0.5), "settle_p99": pct(settle_us, 0.99),
-        "base_p50": pct(base_us, 0.5), "base_p99": pct(base_us, 0.99),
-        "cycles_per_s": cycles / cycle_s, "base_per_s": cycles / base_s,
+        "admit_p50": pct(admit_us, 0.5),
+        "admit_p99": pct(admit_us, 0.99),
+        "settle_p50": pct(settle_us, 0.5),
+        "settle_p99": pct(settle_us, 0.99),
+        "base_p50": pct(base_us, 0.5),
+        "base_p99": pct(base_us, 0.99),
+        "cycles_per_s": cycles / cycle_s,
+        "base_per_s": cycles / base_s,
     }
 
 
@@ -117,9 +125,11 @@ def concurrent_callers(rt: Runtime, key: str, callers: int, cycles: int) -> dict
         list(pool.map(base_worker, [per] * callers))
     base_elapsed = time.perf_counter() - start_b
     return {
-        "admit_p50": pct(admit_us, 0.5), "admit_p99": pct(admit_us, 0.99),
+        "admit_p50": pct(admit_us, 0.5),
+        "admit_p99": pct(admit_us, 0.99),
         "cycles_per_s": per * callers / elapsed,
-        "base_p50": pct(base_us, 0.5), "base_p99": pct(base_us, 0.99),
+        "base_p50": pct(base_us, 0.5),
+        "base_p99": pct(base_us, 0.99),
         "base_per_s": per * callers / base_elapsed,
     }
 

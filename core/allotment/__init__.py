@@ -5,6 +5,8 @@ Adapters use the narrow waist: ``rt = allotment.open_runtime(); rt.admit(intent)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from allotment.errors import (
     AllotmentError,
     ConfigError,
@@ -32,6 +34,9 @@ from allotment.types import (
     UsageEvent,
     Wallet,
 )
+
+if TYPE_CHECKING:
+    from allotment.runtime import Runtime
 
 __version__ = "0.1.0"
 
@@ -63,7 +68,7 @@ __all__ = [
 ]
 
 
-def open_runtime(*args: object, **kwargs: object) -> "Runtime":  # noqa: F821
+def open_runtime(*args: object, **kwargs: object) -> Runtime:
     """Open the allotment runtime (ledger, plugins, policy) from settings; see ``Runtime``."""
     from allotment.runtime import Runtime
 

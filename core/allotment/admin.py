@@ -141,9 +141,7 @@ class Admin:
                 )
 
     def _apply_people(self, conn: Connection, config: AllotmentConfig, now: datetime) -> None:
-        existing = {
-            r[0]: r[1] for r in conn.execute(text("SELECT email, source FROM people"))
-        }
+        existing = {r[0]: r[1] for r in conn.execute(text("SELECT email, source FROM people"))}
         listed = set()
         for person in config.people:
             listed.add(person.email)

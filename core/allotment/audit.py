@@ -81,7 +81,9 @@ def seal(runtime: Runtime) -> dict[str, Any] | None:
         last = conn.execute(
             text("SELECT last_event_id, last_entry_id, digest FROM seals ORDER BY id DESC LIMIT 1")
         ).fetchone()
-        prev_event, prev_entry, prev_digest = (0, 0, GENESIS) if last is None else (int(last[0]), int(last[1]), last[2])
+        prev_event, prev_entry, prev_digest = (
+            (0, 0, GENESIS) if last is None else (int(last[0]), int(last[1]), last[2])
+        )
         max_event = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM usage_events")).scalar_one()
         max_entry = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar_one()
         if int(max_event) == prev_event and int(max_entry) == prev_entry:
@@ -155,9 +157,9 @@ def verify(runtime: Runtime) -> AuditReport:
         for amount, wallet_text in conn.execute(
             text("SELECT amount_nanos, wallet_ids FROM reservations WHERE state = 'open'")
         ):
-            for wallet_id in str(wallet_text).split(","):
-                if wallet_id:
-                    reserved[int(wallet_id)] += int(amount)
+            for held in str(wallet_text).split(","):
+                if held:
+                    reserved[int(held)] += int(amount)
         for row in conn.execute(
             text("SELECT id, scope, scope_id, period, spent_nanos, reserved_nanos FROM wallets ORDER BY id")
         ):

@@ -107,9 +107,7 @@ def event_from_columns(event_id: int, row: dict[str, Any]) -> UsageEvent:
         endpoint_mode=row["endpoint_mode"],
         retry_of=row["retry_of"],
         end_user=row["end_user"],
-        external_cost_nanos=None
-        if row["external_cost_nanos"] is None
-        else int(row["external_cost_nanos"]),
+        external_cost_nanos=None if row["external_cost_nanos"] is None else int(row["external_cost_nanos"]),
     )
 
 

@@ -280,8 +280,8 @@ def parse_config(text: str, source: str = "<config>") -> AllotmentConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source}{line}: not valid YAML: {exc}") from None
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}{where}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with at least 'org'")
     lines: dict[tuple[Any, ...], int] = {}
@@ -296,8 +296,12 @@ def parse_config(text: str, source: str = "<config>") -> AllotmentConfig:
             line = _line_for(loc, lines)
             where = ".".join(str(part) for part in loc) or "(document)"
             message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{source}:{line}: {where}: {message}" if line else f"{source}: {where}: {message}")
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems), details={"problems": problems}) from None
+            problems.append(
+                f"{source}:{line}: {where}: {message}" if line else f"{source}: {where}: {message}"
+            )
+        raise ConfigError(
+            "invalid config:\n  " + "\n  ".join(problems), details={"problems": problems}
+        ) from None
 
 
 def load_config_file(path: str | Path) -> tuple[AllotmentConfig, str]:

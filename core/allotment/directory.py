@@ -48,9 +48,7 @@ class Allowlist:
         if hit is not None:
             return hit
         regex = self._regex
-        result = regex is not None and bool(
-            regex.match(f"{provider}/{model}") or regex.match(model)
-        )
+        result = regex is not None and bool(regex.match(f"{provider}/{model}") or regex.match(model))
         if len(self._cache) < 10_000:
             self._cache[key] = result
         return result
@@ -158,18 +156,14 @@ class Directory:
 
 def read_generation(engine: Engine) -> str:
     with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT value FROM meta WHERE key = :k"), {"k": GENERATION_KEY}
-        ).fetchone()
+        row = conn.execute(text("SELECT value FROM meta WHERE key = :k"), {"k": GENERATION_KEY}).fetchone()
     return "0" if row is None else str(row[0])
 
 
 def load_directory(engine: Engine) -> Directory:
     """Read the whole directory in one read transaction."""
     with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT value FROM meta WHERE key = :k"), {"k": GENERATION_KEY}
-        ).fetchone()
+        row = conn.execute(text("SELECT value FROM meta WHERE key = :k"), {"k": GENERATION_KEY}).fetchone()
         generation = "0" if row is None else str(row[0])
         doc = conn.execute(
             text("SELECT document, source FROM config_revisions ORDER BY id DESC LIMIT 1")
@@ -196,10 +190,7 @@ def load_directory(engine: Engine) -> Directory:
                 r[0], r[1], r[2], r[3], r[4], _int(r[5]), r[6], _int(r[7]), r[8]
             )
         for r in conn.execute(
-            text(
-                "SELECT id, key_hash, person_id, labels, monthly_budget_nanos, revoked_at "
-                "FROM api_keys"
-            )
+            text("SELECT id, key_hash, person_id, labels, monthly_budget_nanos, revoked_at FROM api_keys")
         ):
             directory.keys_by_hash[r[1]] = KeyInfo(
                 r[0], r[2], orjson.loads(r[3]), _int(r[4]), r[5] is not None

@@ -63,9 +63,7 @@ def check_policy(principal: Principal, intent: CallIntent) -> Decision | None:
 
 
 @hookspec(firstresult=True)
-def price(
-    provider: str, model: str, usage: Usage, at: datetime, endpoint_mode: str
-) -> Price | None:
+def price(provider: str, model: str, usage: Usage, at: datetime, endpoint_mode: str) -> Price | None:
     """Price ``usage`` of ``provider/model`` at the instant ``at``.
 
     The default implementation uses the dated rate card in force at ``at`` (aliases,

@@ -37,6 +37,8 @@ class RetryLater(Exception):
     def __init__(self, seconds: float, reason: str = "") -> None:
         super().__init__(reason or f"retry after {seconds:g}s")
         self.seconds = max(float(seconds), 0.0)
+
+
 BATCH = 500
 OUTBOX_HOOKS = ("budget_threshold", "anomaly_detected")
 
@@ -86,8 +88,15 @@ def _wallet(conn: Connection, wallet_id: int) -> Wallet | None:
     if row is None:
         return None
     return Wallet(
-        int(row[0]), row[1], row[2], row[3], int(row[4]), int(row[5]), int(row[6]),
-        parse_ts(row[7]), parse_ts(row[8]),
+        int(row[0]),
+        row[1],
+        row[2],
+        row[3],
+        int(row[4]),
+        int(row[5]),
+        int(row[6]),
+        parse_ts(row[7]),
+        parse_ts(row[8]),
     )
 
 
@@ -97,7 +106,9 @@ def _outbox_args(conn: Connection, hook: str, payload: dict[str, Any]) -> dict[s
         if wallet is None:
             return None
         if "spent_nanos" in payload:  # the counters at the crossing, not at delivery
-            wallet = replace(wallet, spent_nanos=int(payload["spent_nanos"]), limit_nanos=int(payload["limit_nanos"]))
+            wallet = replace(
+                wallet, spent_nanos=int(payload["spent_nanos"]), limit_nanos=int(payload["limit_nanos"])
+            )
         return {"wallet": wallet, "fraction": payload["fraction"]}
     if hook == "anomaly_detected":
         data = dict(payload)
@@ -118,10 +129,15 @@ def enqueue(runtime: Runtime, hook: str, payload: dict[str, Any], dedup_key: str
                 return False
         conn.execute(
             text(
-                "INSERT INTO outbox (hook, payload, dedup_key, created_at, done) "
-                "VALUES (:h, :p, :k, :t, :d)"
+                "INSERT INTO outbox (hook, payload, dedup_key, created_at, done) VALUES (:h, :p, :k, :t, :d)"
             ),
-            {"h": hook, "p": orjson.dumps(payload, default=str).decode(), "k": dedup_key, "t": _now(), "d": False},
+            {
+                "h": hook,
+                "p": orjson.dumps(payload, default=str).decode(),
+                "k": dedup_key,
+                "t": _now(),
+                "d": False,
+            },
         )
     return True
 
@@ -143,8 +159,14 @@ def deliver(runtime: Runtime, now: datetime | None = None) -> DeliveryReport:
 
 
 def _fail(
-    runtime: Runtime, name: str, state: dict[str, Any], row_id: int, plugin: str,
-    exc: Exception, now: datetime, report: DeliveryReport,
+    runtime: Runtime,
+    name: str,
+    state: dict[str, Any],
+    row_id: int,
+    plugin: str,
+    exc: Exception,
+    now: datetime,
+    report: DeliveryReport,
 ) -> dict[str, Any] | None:
     """Record a failure. Returns the new state when the row is dead-lettered (move on)."""
     waiting = isinstance(exc, RetryLater)
@@ -167,7 +189,8 @@ def _fail(
             return dead
         backoff = exc.seconds if isinstance(exc, RetryLater) else min(2**attempts, 3600)
         _save_cursor(
-            conn, name,
+            conn,
+            name,
             {
                 "cursor": state.get("cursor", 0),
                 "attempts": attempts,
@@ -184,9 +207,7 @@ def _due(state: dict[str, Any], now: datetime) -> bool:
     return not next_at or datetime.fromisoformat(next_at) <= now
 
 
-def _pending(
-    runtime: Runtime, name: str, sql: str, now: datetime
-) -> tuple[dict[str, Any], list[Any]]:
+def _pending(runtime: Runtime, name: str, sql: str, now: datetime) -> tuple[dict[str, Any], list[Any]]:
     with runtime.engine.connect() as conn:
         state = _load_cursor(conn, name)
         if not _due(state, now):
@@ -198,7 +219,8 @@ def _pending(
 def _deliver_stream(runtime: Runtime, stream: str, impl: Any, now: datetime, report: DeliveryReport) -> None:
     name = _cursor_name(stream, impl.plugin_name)
     state, rows = _pending(
-        runtime, name,
+        runtime,
+        name,
         f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM usage_events WHERE id > :c ORDER BY id LIMIT :l",
         now,
     )

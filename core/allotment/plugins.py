@@ -91,9 +91,7 @@ def create_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(
-            f"a plugin implements an unknown hook: {exc}", code="unknown_hook"
-        ) from exc
+        raise ConfigError(f"a plugin implements an unknown hook: {exc}", code="unknown_hook") from exc
     return pm
 
 
@@ -142,16 +140,12 @@ class Hooks:
         self._hook = pm.hook
 
     def authenticate(self, credential: str, context: dict[str, Any]) -> Principal | None:
-        result: Principal | None = self._hook.authenticate(
-            credential=credential, context=context
-        )
+        result: Principal | None = self._hook.authenticate(credential=credential, context=context)
         return result
 
     def check_policy(self, principal: Principal, intent: CallIntent) -> Decision | None:
         """Run every policy; return the first deny, or None if all allow or abstain."""
-        decisions: Sequence[Decision | None] = self._hook.check_policy(
-            principal=principal, intent=intent
-        )
+        decisions: Sequence[Decision | None] = self._hook.check_policy(principal=principal, intent=intent)
         # in call order: plugins before the built-in (trylast) policy, so theirs is reported
         for decision in decisions:
             if decision is not None and not decision.allowed:
@@ -167,9 +161,7 @@ class Hooks:
         return result
 
     def reserve(self, principal: Principal, intent: CallIntent, amount: int) -> Reservation | None:
-        result: Reservation | None = self._hook.reserve(
-            principal=principal, intent=intent, amount=amount
-        )
+        result: Reservation | None = self._hook.reserve(principal=principal, intent=intent, amount=amount)
         return result
 
     def reconcile(

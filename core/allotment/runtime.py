@@ -295,11 +295,13 @@ class Runtime:
         if config is not None and config.policy.unpriced == "fallback" and config.policy.fallback_price:
             rates = config.policy.fallback_price
             exact = (
-                Decimal(usage.total_input_tokens) * rates.input
-                + Decimal(usage.output_tokens) * rates.output
+                Decimal(usage.total_input_tokens) * rates.input + Decimal(usage.output_tokens) * rates.output
             ) / TOKENS_PER_MILLION
             return Price(
-                dollars_to_nanos(exact), _FALLBACK_VERSION, intent.provider, intent.model,
+                dollars_to_nanos(exact),
+                _FALLBACK_VERSION,
+                intent.provider,
+                intent.model,
                 flags=("fallback_price",),
             )
         return None
@@ -370,8 +372,12 @@ class Runtime:
         flags: Iterable[str] = (),
     ) -> UsageEvent:
         return await asyncio.to_thread(
-            self.settle, request_id, usage, outcome,
-            external_cost_nanos=external_cost_nanos, flags=tuple(flags),
+            self.settle,
+            request_id,
+            usage,
+            outcome,
+            external_cost_nanos=external_cost_nanos,
+            flags=tuple(flags),
         )
 
     def release(self, request_id: str) -> UsageEvent:
@@ -459,7 +465,8 @@ class Runtime:
         provider = book.provider_for(model, _now())
         if provider is None:
             raise Denied(
-                400, "unpriced_model",
+                400,
+                "unpriced_model",
                 f"unknown model {model!r}: name it as provider/model or add a rate card",
                 {"model": model},
             )

@@ -74,10 +74,7 @@ class Usage:
     def total_input_tokens(self) -> int:
         """Every input token the provider processed: fresh + cache read + cache writes."""
         return (
-            self.input_tokens
-            + self.cache_read_tokens
-            + self.cache_write_tokens
-            + self.cache_write_1h_tokens
+            self.input_tokens + self.cache_read_tokens + self.cache_write_tokens + self.cache_write_1h_tokens
         )
 
     @property
@@ -168,9 +165,7 @@ class Decision:
         return _ALLOW
 
     @classmethod
-    def deny(
-        cls, status: int, code: str, message: str, details: dict[str, Any] | None = None
-    ) -> Decision:
+    def deny(cls, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> Decision:
         return cls(False, status, code, message, dict(details or {}))
 
 

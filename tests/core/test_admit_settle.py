@@ -69,7 +69,9 @@ def test_second_settle_returns_the_first_event_and_changes_nothing(runtime: Runt
     assert wallets(runtime)["person"]["spent_nanos"] == first.cost_nanos
 
 
-def test_settle_from_another_runtime_reads_the_reservation(runtime: Runtime, ada: str, database_url: str) -> None:
+def test_settle_from_another_runtime_reads_the_reservation(
+    runtime: Runtime, ada: str, database_url: str
+) -> None:
     admission = runtime.admit(intent(ada))
     with Runtime.open(runtime.settings, load_entrypoints=False) as other:
         event = other.settle(admission.request_id, Usage(input_tokens=1000, output_tokens=100))
@@ -131,9 +133,7 @@ def test_disallowed_model_is_refused_with_403(runtime: Runtime) -> None:
     with pytest.raises(Denied) as info:
         runtime.admit(intent(key, model="gpt-4o"))
     assert (info.value.status, info.value.code) == (403, "model_not_allowed")
-    assert runtime.admin.budgets() == [] or all(
-        w["reserved_nanos"] == 0 for w in runtime.admin.budgets()
-    )
+    assert runtime.admin.budgets() == [] or all(w["reserved_nanos"] == 0 for w in runtime.admin.budgets())
 
 
 def test_bare_and_provider_qualified_globs_both_match(runtime: Runtime) -> None:
@@ -216,9 +216,7 @@ def test_exhausted_budget_is_refused_with_402_naming_the_wallet(runtime: Runtime
 def test_clamp_opt_in_shrinks_max_tokens_to_the_budget(runtime: Runtime) -> None:
     key, _ = runtime.admin.issue_key("sam@acme.example")  # $200
     runtime.admit(intent(key, input_tokens=0, max_output_tokens=44_400_000))  # holds $199.80
-    admission = runtime.admit(
-        intent(key, input_tokens=0, max_output_tokens=100_000, clamp_max_tokens=True)
-    )
+    admission = runtime.admit(intent(key, input_tokens=0, max_output_tokens=100_000, clamp_max_tokens=True))
     # $0.20 left at $4.50 / 1M output tokens: 44,444 tokens cost $0.199998
     assert admission.max_output_tokens == 44_444
     assert admission.estimate.amount_nanos == 199_998_000
@@ -229,7 +227,9 @@ def test_clamp_opt_in_shrinks_max_tokens_to_the_budget(runtime: Runtime) -> None
 def test_token_ceiling_refuses_oversized_requests(tmp_path, database_url: str) -> None:
     from allotment.testing import temporary_runtime
 
-    config = SAMPLE_CONFIG.replace("clamp_max_tokens: false", "clamp_max_tokens: false\n  max_request_tokens: 10000")
+    config = SAMPLE_CONFIG.replace(
+        "clamp_max_tokens: false", "clamp_max_tokens: false\n  max_request_tokens: 10000"
+    )
     with temporary_runtime(tmp_path, config=config, database_url=database_url) as rt:
         key, _ = rt.admin.issue_key("ada@acme.example")
         with pytest.raises(Denied) as info:
@@ -282,9 +282,13 @@ def test_a_new_month_is_a_new_wallet_and_history_is_kept(runtime: Runtime, ada: 
 
 def test_label_budget_is_enforced_on_labelled_requests_only(runtime: Runtime, ada: str) -> None:
     # feature=content-gen has a $500 budget; Ada's own is $3,000
-    runtime.admit(intent(ada, input_tokens=0, max_output_tokens=100_000_000, labels={"feature": "content-gen"}))
+    runtime.admit(
+        intent(ada, input_tokens=0, max_output_tokens=100_000_000, labels={"feature": "content-gen"})
+    )
     with pytest.raises(Denied) as info:
-        runtime.admit(intent(ada, input_tokens=0, max_output_tokens=20_000_000, labels={"feature": "content-gen"}))
+        runtime.admit(
+            intent(ada, input_tokens=0, max_output_tokens=20_000_000, labels={"feature": "content-gen"})
+        )
     assert info.value.details["scope"] == "label"
     assert info.value.details["scope_id"] == "feature=content-gen"
     runtime.admit(intent(ada, input_tokens=0, max_output_tokens=20_000_000, labels={"feature": "search"}))
@@ -304,10 +308,8 @@ def test_absurd_token_counts_are_rejected_before_anything_happens(runtime: Runti
 
 
 def test_inactive_person_is_refused(runtime: Runtime, ada: str) -> None:
-    config = SAMPLE_CONFIG.replace(
-        "  - {email: ada@acme.example, name: Ada Lovelace, team: engineering, tier: eng-principal, level: 6}\n",
-        "",
-    )
+    ada_line = next(line for line in SAMPLE_CONFIG.splitlines(keepends=True) if "ada@acme" in line)
+    config = SAMPLE_CONFIG.replace(ada_line, "")
     runtime.apply_config_text(config, "without-ada.yaml")
     with pytest.raises(Denied) as info:
         runtime.admit(intent(ada))

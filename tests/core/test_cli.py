@@ -15,9 +15,7 @@ ALLOTMENT = str(Path(sys.executable).with_name("allotment"))
 
 def run(tmp: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ALLOTMENT_DATABASE_URL=f"sqlite:///{tmp / 'cli.db'}")
-    result = subprocess.run(
-        [ALLOTMENT, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([ALLOTMENT, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=120)
     if ok:
         assert result.returncode == 0, result.stderr
     return result
@@ -92,7 +90,9 @@ def test_plugins_lists_every_builtin_with_its_hooks(org: Path) -> None:
 
 def test_disabled_builtin_disappears(org: Path) -> None:
     env = dict(os.environ, ALLOTMENT_DISABLE_PLUGINS="allotment.defaults.jobs")
-    result = subprocess.run([ALLOTMENT, "plugins"], cwd=org, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [ALLOTMENT, "plugins"], cwd=org, env=env, capture_output=True, text=True, timeout=60
+    )
     names = {p["name"] for p in json.loads(result.stdout)}
     assert "allotment.defaults.jobs" not in names and "allotment.defaults.ledger" in names
 

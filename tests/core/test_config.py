@@ -22,7 +22,10 @@ def test_sample_config_is_the_acme_org() -> None:
     }
     assert config.tiers["support"].allow == ["openai/gpt-5.4-mini"]
     assert {t.cost_center for t in config.teams.values()} == {
-        "CC-ENG-001", "CC-PROD-001", "CC-DES-001", "CC-SUP-001",
+        "CC-ENG-001",
+        "CC-PROD-001",
+        "CC-DES-001",
+        "CC-SUP-001",
     }
 
 
@@ -44,7 +47,9 @@ def test_negative_budget_names_the_field_and_line() -> None:
 
 
 def test_misspelled_key_is_refused() -> None:
-    bad = SAMPLE_CONFIG.replace("  timezone: America/New_York", "  timezone: America/New_York\n  timzone: UTC")
+    bad = SAMPLE_CONFIG.replace(
+        "  timezone: America/New_York", "  timezone: America/New_York\n  timzone: UTC"
+    )
     with pytest.raises(ConfigError) as info:
         parse_config(bad, "allotment.yaml")
     assert "org.timzone" in info.value.message

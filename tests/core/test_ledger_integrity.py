@@ -32,9 +32,8 @@ def _settled(runtime: Runtime, count: int = 3) -> list[str]:
 )
 def test_history_refuses_update_and_delete(runtime: Runtime, statement: str) -> None:
     _settled(runtime, 1)
-    with pytest.raises(Exception) as info:
-        with runtime.write_engine.begin() as conn:
-            conn.execute(text(statement))
+    with pytest.raises(Exception) as info, runtime.write_engine.begin() as conn:
+        conn.execute(text(statement))
     assert "append-only" in str(info.value)
     assert verify(runtime).ok
 
@@ -90,7 +89,9 @@ def test_rehashed_tampering_still_breaks_the_seal(runtime: Runtime) -> None:
     _drop_triggers(runtime)
     cols = ", ".join(EVENT_COLUMNS)
     with runtime.write_engine.begin() as conn:
-        row = conn.execute(text(f"SELECT {cols} FROM usage_events WHERE request_id = :r"), {"r": ids[2]}).fetchone()
+        row = conn.execute(
+            text(f"SELECT {cols} FROM usage_events WHERE request_id = :r"), {"r": ids[2]}
+        ).fetchone()
         stored = _normalise(dict(zip(EVENT_COLUMNS, row, strict=True)))
         stored["cost_nanos"] = 7
         conn.execute(

@@ -79,7 +79,9 @@ def test_misspelled_hook_fails_loudly(entry_points: list[FakeEntryPoint]) -> Non
 
 
 def test_plugin_that_fails_to_import_is_named(entry_points: list[FakeEntryPoint]) -> None:
-    entry_points.append(FakeEntryPoint("broken", ImportError("no module named slack_sdk"), "allotment_x:plugin"))
+    entry_points.append(
+        FakeEntryPoint("broken", ImportError("no module named slack_sdk"), "allotment_x:plugin")
+    )
     with pytest.raises(ConfigError) as info:
         create_plugin_manager(environ={})
     assert "plugin 'broken' (allotment_x:plugin) failed to import" in info.value.message

@@ -148,7 +148,16 @@ def budgets(
     else:
         emit_table(
             rows,
-            ["period", "scope", "scope_id", "limit_usd", "spent_usd", "reserved_usd", "used_percent", "status"],
+            [
+                "period",
+                "scope",
+                "scope_id",
+                "limit_usd",
+                "spent_usd",
+                "reserved_usd",
+                "used_percent",
+                "status",
+            ],
         )
 
 
@@ -210,9 +219,8 @@ def db_upgrade(database_url: str | None = DB_OPTION) -> None:
 @handle_errors
 def plugins(as_json: bool = typer.Option(True, "--json/--table")) -> None:
     """Every loaded plugin and the hooks it implements."""
-    from allotment.plugins import describe_plugins
-
     from allotment.defaults.listing import listing_plugin_manager
+    from allotment.plugins import describe_plugins
 
     infos = [info.to_dict() for info in describe_plugins(listing_plugin_manager())]
     if as_json:
@@ -251,7 +259,12 @@ def jobs_run(
     with open_runtime(database_url) as rt:
         result = run_job(rt, name)
     if as_json:
-        emit_json({"job": name, "result": result if isinstance(result, dict | list | int | str | None) else str(result)})
+        emit_json(
+            {
+                "job": name,
+                "result": result if isinstance(result, dict | list | int | str | None) else str(result),
+            }
+        )
     else:
         typer.echo(f"{name}: {result}")
 

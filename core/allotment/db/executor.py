@@ -10,8 +10,8 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,10 +110,8 @@ class SqliteExecutor(Executor):
         conn = connect_sqlite(self.path, self.synchronous)
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
-                try:
+                with suppress(sqlite3.Error):  # busy or locked: the next tick tries again
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    pass  # busy or locked: the next tick tries again
         finally:
             conn.close()
 
@@ -198,10 +196,8 @@ class SqliteExecutor(Executor):
             else:
                 conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            try:
+            with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             error = LedgerUnavailable(f"ledger commit failed: {exc}")
             for _, future in batch:
                 future.set_exception(error)
@@ -221,10 +217,8 @@ class SqliteExecutor(Executor):
             self._drain()
         self._stop_checkpoints.set()
         self._checkpointer.join(timeout=10)
-        try:
+        with suppress(sqlite3.Error):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
         self._conn.close()
 
 
@@ -245,9 +239,7 @@ class PostgresExecutor(Executor):
                 "PostgreSQL needs the postgres extra: pip install 'allotment[postgres]'"
             ) from exc
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        self._pool = ConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, open=True, timeout=30.0
-        )
+        self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, timeout=30.0)
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="allotment-pg")
         self._local = threading.local()
 

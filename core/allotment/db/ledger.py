@@ -93,8 +93,7 @@ EVENT_COLUMNS = (
     "flags",
 )
 WALLET_COLUMNS = (
-    "id, scope, scope_id, period, period_start, period_end, limit_nanos, spent_nanos, "
-    "reserved_nanos"
+    "id, scope, scope_id, period, period_start, period_end, limit_nanos, spent_nanos, reserved_nanos"
 )
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -162,9 +161,7 @@ class Ledger:
             "created_at, expires_at, context) VALUES (?, ?, 'open', ?, ?, ?, ?, ?)"
         )
         self.sql_generation = q("SELECT value FROM meta WHERE key = ?")
-        self.sql_claim = q(
-            "UPDATE reservations SET state = ? WHERE request_id = ? AND state = 'open'"
-        )
+        self.sql_claim = q("UPDATE reservations SET state = ? WHERE request_id = ? AND state = 'open'")
         self.sql_reservation = q(
             "SELECT id, request_id, state, amount_nanos, wallet_ids, created_at, expires_at, "
             "context FROM reservations WHERE request_id = ?"
@@ -174,24 +171,19 @@ class Ledger:
             "spent_nanos = spent_nanos + ? WHERE id = ? "
             "RETURNING spent_nanos, limit_nanos"
         )
-        self.sql_insert_event = q(
-            f"INSERT INTO usage_events ({cols}) VALUES ({marks}) RETURNING id"
-        )
+        self.sql_insert_event = q(f"INSERT INTO usage_events ({cols}) VALUES ({marks}) RETURNING id")
         self.sql_insert_entry = q(
             "INSERT INTO ledger_entries (event_id, wallet_id, amount_nanos, ts, row_hash) "
             "VALUES (?, ?, ?, ?, ?)"
         )
         self.sql_event_by_request = q(
-            f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM usage_events "
-            "WHERE request_id = ? AND kind = 'usage'"
+            f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM usage_events WHERE request_id = ? AND kind = 'usage'"
         )
         self.sql_outbox = q(
             "INSERT INTO outbox (hook, payload, dedup_key, created_at, done) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING"
         )
-        self.sql_extend = q(
-            "UPDATE reservations SET expires_at = ? WHERE request_id = ? AND state = 'open'"
-        )
+        self.sql_extend = q("UPDATE reservations SET expires_at = ? WHERE request_id = ? AND state = 'open'")
 
     # -- values ------------------------------------------------------------------------
     def ts(self, value: datetime) -> Any:
@@ -301,7 +293,13 @@ class Ledger:
         expires = self.ts(expires_at)
 
         reservation_row = (
-            reservation_id, request_id, amount_nanos, wallet_text, created, expires, context_json,
+            reservation_id,
+            request_id,
+            amount_nanos,
+            wallet_text,
+            created,
+            expires,
+            context_json,
         )
 
         def op(conn: Any) -> None:
@@ -482,7 +480,12 @@ class Ledger:
         for wallet_id, fraction, spent, limit in crossings:
             # the wallet as it was at the crossing, so a delayed alert still tells the truth
             payload = orjson.dumps(
-                {"wallet_id": wallet_id, "fraction": str(fraction), "spent_nanos": spent, "limit_nanos": limit}
+                {
+                    "wallet_id": wallet_id,
+                    "fraction": str(fraction),
+                    "spent_nanos": spent,
+                    "limit_nanos": limit,
+                }
             ).decode()
             conn.execute(
                 self.sql_outbox,
@@ -542,7 +545,10 @@ class Ledger:
         stored["estimated"] = bool(stored["estimated"])
         stored["enforced"] = bool(stored["enforced"])
         stored["flags"] = stored["flags"] or ""
-        stored["ts"] = stored["ts"].astimezone(UTC)
+        ts = stored["ts"]
+        if not isinstance(ts, datetime):
+            raise InvalidRequest("an event needs its timestamp")
+        stored["ts"] = ts.astimezone(UTC)
         if not isinstance(stored["labels"], str):
             stored["labels"] = orjson.dumps(stored["labels"] or {}, option=orjson.OPT_SORT_KEYS).decode()
         return stored

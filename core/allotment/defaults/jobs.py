@@ -36,14 +36,20 @@ class CoreJobs:
     @hookimpl
     def register_jobs(self, scheduler: Any) -> None:
         scheduler.add(
-            "expire-reservations", _expire, every=30,
+            "expire-reservations",
+            _expire,
+            every=30,
             description="return holds whose TTL passed (crashed or vanished callers)",
         )
         scheduler.add(
-            "deliver-outbox", _deliver, every=2,
+            "deliver-outbox",
+            _deliver,
+            every=2,
             description="deliver usage_recorded, budget_threshold and anomaly events to observers",
         )
         scheduler.add(
-            "seal-ledger", _seal, every=3600,
+            "seal-ledger",
+            _seal,
+            every=3600,
             description="append a digest chaining every event and ledger entry so far",
         )

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from allotment.runtime import Runtime
 
 
-def wallet_specs(directory: Directory, principal: Principal | None, intent: CallIntent, at: datetime) -> list[WalletSpec]:
+def wallet_specs(
+    directory: Directory, principal: Principal | None, intent: CallIntent, at: datetime
+) -> list[WalletSpec]:
     """Every budget that applies to this call, as wallet specs for the period of ``at``."""
     period, start, end = period_bounds(at, directory.timezone)
 
@@ -53,9 +55,9 @@ def wallet_specs(directory: Directory, principal: Principal | None, intent: Call
             if limit is not None:
                 specs.append(spec("person", person.id, limit))
         if principal.key_id is not None:
-            for key in directory.keys_by_hash.values():
-                if key.id == principal.key_id and key.monthly_budget_nanos is not None:
-                    specs.append(spec("key", key.id, key.monthly_budget_nanos))
+            for key_info in directory.keys_by_hash.values():
+                if key_info.id == principal.key_id and key_info.monthly_budget_nanos is not None:
+                    specs.append(spec("key", key_info.id, key_info.monthly_budget_nanos))
                     break
     for key, value in intent.labels.items():
         limit = directory.label_budgets.get(key, {}).get(value)

@@ -34,7 +34,9 @@ def test_jobs_run_while_the_gateway_serves_and_stop_with_it(tmp_path: Path) -> N
 
 def test_jobs_are_off_unless_asked(tmp_path: Path) -> None:
     beat = Heartbeat()
-    with temporary_runtime(tmp_path, plugins=[("heartbeat", beat)]) as rt:
-        with TestClient(create_app(rt)) as client:
-            assert client.get("/healthz").status_code == 200
-            assert not beat.ran.wait(0.6)
+    with (
+        temporary_runtime(tmp_path, plugins=[("heartbeat", beat)]) as rt,
+        TestClient(create_app(rt)) as client,
+    ):
+        assert client.get("/healthz").status_code == 200
+        assert not beat.ran.wait(0.6)
