@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from allotment import hookimpl
@@ -22,7 +23,10 @@ class Heartbeat:
         scheduler.add("heartbeat", lambda runtime: self.ran.set(), every=0.2)
 
 
-def test_jobs_run_while_the_gateway_serves_and_stop_with_it(tmp_path: Path) -> None:
+def test_jobs_run_while_the_gateway_serves_and_stop_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the built-in report jobs catch up and write ./reports
     beat = Heartbeat()
     with temporary_runtime(tmp_path, plugins=[("heartbeat", beat)]) as rt:
         with TestClient(create_app(rt, run_jobs=True)) as client:
