@@ -41,8 +41,8 @@ class IdentityMapper:
         key_hash = metadata.get(KEY_HASH_FIELD) if isinstance(metadata, Mapping) else None
         if isinstance(key_hash, str) and key_hash:
             # set by our custom_auth moments ago (LiteLLM hashes the raw key it keeps)
-            found = rt.directory.principal_for_key(key_hash)
-            if found is None or found.kind == "inactive":
+            found = rt.find_principal_by_hash(key_hash)
+            if found is None:
                 raise Denied(401, "invalid_api_key", "invalid, revoked or unknown API key")
             return found
         for name in (

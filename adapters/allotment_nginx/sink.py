@@ -135,11 +135,4 @@ class LedgerSink:
     def _principal(self, key_hash: str) -> Principal | None:
         if not key_hash:
             return None
-        directory = self.rt.directory
-        principal = directory.principal_for_key(key_hash)
-        if principal is None and self.rt.ledger.generation() != directory.generation:
-            self.rt.refresh_directory()  # a key issued since we loaded the directory
-            principal = self.rt.directory.principal_for_key(key_hash)
-        if principal is not None and principal.kind == "inactive":
-            return None
-        return principal
+        return self.rt.find_principal_by_hash(key_hash)

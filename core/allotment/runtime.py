@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -172,15 +172,36 @@ class Runtime:
         return principal
 
     def find_principal(self, credential: str, context: dict[str, Any] | None = None) -> Principal | None:
-        """The principal behind a credential, or None; reloads once if the directory moved on."""
+        """The principal behind a credential, or None; reloads once if the directory moved on.
+
+        Goes through the ``authenticate`` hook, so third-party authenticate plugins decide first.
+        """
+        return self._lookup_reloading(lambda: self.hooks.authenticate(credential, context or {}))
+
+    def find_principal_by_hash(
+        self, key_hash: str, context: dict[str, Any] | None = None
+    ) -> Principal | None:
+        """The active principal behind a key's hash, or None; reloads once if the directory moved on.
+
+        For adapters that only see the hash (a log line, a gateway that hashed the key already).
+        It reads the directory directly and bypasses the ``authenticate`` hook, so third-party
+        authenticate plugins are not consulted. Unknown, revoked and inactive keys give None.
+        ``context`` is accepted for symmetry with ``find_principal`` and currently unused.
+        """
+        principal = self._lookup_reloading(lambda: self.directory.principal_for_key(key_hash))
+        if principal is not None and principal.kind == "inactive":
+            return None
+        return principal
+
+    def _lookup_reloading(self, lookup: Callable[[], Principal | None]) -> Principal | None:
         seen = self.directory
-        principal = self.hooks.authenticate(credential, context or {})
+        principal = lookup()
         if principal is None:
             # a key issued since our snapshot: reload (unless another thread just did) and retry
             if self.directory is seen and self.ledger.generation() != seen.generation:
                 self.refresh_directory()
             if self.directory is not seen:
-                principal = self.hooks.authenticate(credential, context or {})
+                principal = lookup()
         return principal
 
     def merge_labels(self, principal: Principal | None, labels: dict[str, str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ import pytest
 
 from allotment import Denied, NotFound, Outcome, Usage
 from allotment.audit import verify
+from allotment.directory import hash_key
 from allotment.runtime import Runtime
 from allotment.testing import SAMPLE_CONFIG, intent
 
@@ -126,6 +127,23 @@ def test_revocation_by_another_process_is_seen_without_a_reload(runtime: Runtime
     with pytest.raises(Denied) as info:
         runtime.admit(intent(key))
     assert info.value.status == 401
+
+
+def test_key_issued_by_another_runtime_is_found_by_hash_without_a_refresh(runtime: Runtime) -> None:
+    with Runtime.open(runtime.settings, load_entrypoints=False) as other:
+        key, key_id = other.admin.issue_key("grace@acme.example")
+    principal = runtime.find_principal_by_hash(hash_key(key))
+    assert principal is not None
+    assert principal.email == "grace@acme.example"
+    assert principal.key_id == key_id
+
+
+def test_revoked_key_is_not_found_by_hash(runtime: Runtime) -> None:
+    with Runtime.open(runtime.settings, load_entrypoints=False) as other:
+        key, key_id = other.admin.issue_key("grace@acme.example")
+        other.admin.revoke_key(key_id)
+    assert runtime.find_principal_by_hash(hash_key(key)) is None
+    assert runtime.find_principal_by_hash(hash_key("ak-not-a-key")) is None
 
 
 def test_disallowed_model_is_refused_with_403(runtime: Runtime) -> None:
