@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from allotment.errors import Denied
-from allotment.gateway.estimate import input_upper_bound
-from allotment.gateway.labels import extract_tags
+from allotment.intents import extract_tags, input_upper_bound
 from allotment.runtime import Runtime
 from allotment.types import CallIntent, EndpointMode, Principal
 from allotment_litellm.identity import end_user_of

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from allotment.gateway.estimate import estimate_tokens, text_bytes
 from allotment.gateway.forwarding import Reply
+from allotment.intents import estimate_tokens, text_bytes
 
 _TEXT = (
     "budgets keep spend predictable while teams ship features and every call is reserved "

@@ -16,12 +16,11 @@ from starlette.responses import Response
 from allotment.errors import AllotmentError, Denied, InvalidRequest
 from allotment.gateway import litellm_route
 from allotment.gateway.errors import COST_HEADER, REQUEST_ID_HEADER, error_response
-from allotment.gateway.estimate import estimate_tokens, input_upper_bound, text_bytes
 from allotment.gateway.forwarding import Reply, Target, UpstreamError, resolve_target
-from allotment.gateway.labels import extract_tags
 from allotment.gateway.state import Call, GatewayState
 from allotment.gateway.streaming import AnthropicTracker, OpenAITracker, SettlingStream
 from allotment.gateway.usage import anthropic_usage, openai_usage
+from allotment.intents import estimate_tokens, extract_tags, input_upper_bound, text_bytes
 from allotment.money import usd_string
 from allotment.types import CallIntent, EndpointMode, Outcome, Usage
 

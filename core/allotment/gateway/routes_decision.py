@@ -15,10 +15,9 @@ from starlette.responses import Response
 from allotment.errors import AllotmentError, Denied, InvalidRequest
 from allotment.gateway.deps import GatewayDep, json_response
 from allotment.gateway.errors import REQUEST_ID_HEADER, error_response
-from allotment.gateway.estimate import input_upper_bound
-from allotment.gateway.labels import extract_tags
 from allotment.gateway.proxy import credential_of, read_json
 from allotment.gateway.routes_admin import check_admin
+from allotment.intents import extract_tags, input_upper_bound
 from allotment.money import to_decimal, usd_string
 from allotment.types import CallIntent, EndpointMode, Outcome, Usage
 from allotment.usage_parsers import parse_usage

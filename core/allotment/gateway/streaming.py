@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
-from allotment.gateway.estimate import estimate_tokens
 from allotment.gateway.forwarding import ByteSource, UpstreamError
 from allotment.gateway.usage import anthropic_usage, merge_anthropic_stream, openai_usage
+from allotment.intents import estimate_tokens
 from allotment.money import usd_string
 from allotment.types import Outcome, Usage, UsageEvent
 

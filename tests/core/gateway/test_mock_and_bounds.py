@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from allotment.gateway import create_app
-from allotment.gateway.estimate import IMAGE_ALLOWANCE, estimate_tokens, input_upper_bound
-from allotment.gateway.labels import extract_tags
+from allotment.intents import IMAGE_ALLOWANCE, estimate_tokens, extract_tags, input_upper_bound
 
 
 def test_mock_upstream_reports_a_repeated_prefix_as_cached(rt, auth, fake, ledger) -> None:
