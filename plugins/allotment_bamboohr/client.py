@@ -9,12 +9,12 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from allotment.errors import AllotmentError
+from allotment.vendor_http import retry_after_seconds
 
 RETRY_STATUSES = (429, 503)
 MAX_WAIT_SECONDS = 60.0
@@ -28,20 +28,6 @@ class BambooHRError(AllotmentError):
     status = 502
     code = "bamboohr_error"
     type = "server_error"
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` is seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_WAIT_SECONDS)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), MAX_WAIT_SECONDS)
 
 
 class BambooHRClient:
@@ -83,7 +69,7 @@ class BambooHRClient:
                 self.sleep(self._backoff(attempt))
                 continue
             if response.status_code in RETRY_STATUSES and not last:
-                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                wait = retry_after_seconds(response.headers.get("Retry-After"), cap=MAX_WAIT_SECONDS)
                 self.sleep(self._backoff(attempt) if wait is None else wait)
                 continue
             return self._json(response, method, path)

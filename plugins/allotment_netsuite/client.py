@@ -8,14 +8,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from allotment.errors import AllotmentError
+from allotment.vendor_http import retry_after_seconds
 from allotment_netsuite.oauth1 import TokenAuth
 
 MAX_WAIT_SECONDS = 60.0
@@ -34,19 +33,6 @@ class NetSuiteError(AllotmentError):
 def account_slug(account_id: str) -> str:
     """``1234567_SB1`` -> ``1234567-sb1`` (the host); the realm keeps the upper-case form."""
     return account_id.strip().lower().replace("_", "-")
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return min(float(value), MAX_WAIT_SECONDS)
-    try:
-        return min(
-            max((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 0.0), MAX_WAIT_SECONDS
-        )
-    except (TypeError, ValueError):
-        return None
 
 
 def _details(response: httpx.Response) -> str:
@@ -96,7 +82,7 @@ class NetSuiteClient:
                 self.sleep(min(2.0**attempt, 30.0) * random.random())
                 continue
             if (response.status_code == 429 or response.status_code >= 500) and not last:
-                wait = _retry_after(response.headers.get("Retry-After"))
+                wait = retry_after_seconds(response.headers.get("Retry-After"), cap=MAX_WAIT_SECONDS)
                 self.sleep(min(2.0**attempt, 30.0) * random.random() if wait is None else wait)
                 continue
             if response.status_code == 401:

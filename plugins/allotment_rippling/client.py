@@ -8,14 +8,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from allotment.errors import AllotmentError
+from allotment.vendor_http import retry_after_seconds
 
 DEFAULT_BASE_URL = "https://rest.ripplingapis.com"
 MAX_WAIT_SECONDS = 60.0
@@ -29,20 +28,6 @@ class RipplingError(AllotmentError):
     status = 502
     code = "rippling_error"
     type = "server_error"
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` is seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_WAIT_SECONDS)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), MAX_WAIT_SECONDS)
 
 
 class RipplingClient:
@@ -80,7 +65,7 @@ class RipplingClient:
                 self.sleep(self._backoff(attempt))
                 continue
             if (response.status_code == 429 or response.status_code >= 500) and not last:
-                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                wait = retry_after_seconds(response.headers.get("Retry-After"), cap=MAX_WAIT_SECONDS)
                 self.sleep(self._backoff(attempt) if wait is None else wait)
                 continue
             if response.status_code in (401, 403):

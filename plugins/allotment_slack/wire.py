@@ -5,13 +5,13 @@ It classifies failures: ``RetryLater`` (429, 5xx, network) versus ``SlackError``
 
 from __future__ import annotations
 
-import email.utils
 import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from allotment.vendor_http import retry_after_seconds
 
 
 class SlackError(Exception):
@@ -36,24 +36,6 @@ class Response:
         return json.loads(self.body)
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` is either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
 def post_json(url: str, payload: dict[str, Any], headers: dict[str, str], timeout: float) -> Response:
     """POST ``payload``; 429 and 5xx raise ``RetryLater``, other statuses are returned."""
     data = json.dumps(payload).encode()
@@ -68,7 +50,9 @@ def post_json(url: str, payload: dict[str, Any], headers: dict[str, str], timeou
         body = exc.read().decode("utf-8", "replace")
         found = dict(exc.headers or {})
         if exc.code == 429:
-            after = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
+            after = retry_after_seconds(
+                exc.headers.get("Retry-After") if exc.headers else None, fractional=True
+            )
             raise RetryLater(f"slack rate limited (429), retry after {after}s", after) from None
         if exc.code >= 500:
             raise RetryLater(f"slack unavailable ({exc.code}): {body[:200]}") from None

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from allotment.types import Anomaly
+from allotment.vendor_http import retry_after_seconds
 from allotment_tickets import content
 from allotment_tickets.wire import RetryLater, TicketError, refused, request
 
@@ -112,9 +113,8 @@ class GitHub:
         if reply.status == 403 and (
             reply.headers.get("retry-after") or reply.headers.get("x-ratelimit-remaining") == "0"
         ):
-            raise RetryLater(
-                f"github rate limited: {reply.body[:200]}", float(reply.headers.get("retry-after") or 60)
-            )
+            after = retry_after_seconds(reply.headers.get("retry-after"), fractional=True)
+            raise RetryLater(f"github rate limited: {reply.body[:200]}", 60.0 if after is None else after)
         raise refused("github", reply)
 
     def open(self, anomaly: Anomaly) -> Ticket:

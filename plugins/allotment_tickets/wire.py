@@ -5,13 +5,13 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from allotment.vendor_http import retry_after_seconds
 
 
 class TicketError(Exception):
@@ -39,21 +39,6 @@ class Reply:
             return None
 
 
-def retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 def request(
     method: str,
     url: str,
@@ -76,7 +61,7 @@ def request(
         text = exc.read().decode("utf-8", "replace")
         found = {k.lower(): v for k, v in (exc.headers or {}).items()}
         if exc.code == 429 or exc.code >= 500:
-            after = retry_after(found.get("retry-after"))
+            after = retry_after_seconds(found.get("retry-after"), fractional=True)
             raise RetryLater(f"{method} {url} answered {exc.code}: {text[:200]}", after) from None
         return Reply(exc.code, text, found)
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
