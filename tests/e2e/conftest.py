@@ -6,11 +6,8 @@ issues its own keys with their own key budgets, so money assertions never interf
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,17 +18,12 @@ import httpx
 import pytest
 
 from allotment.testing.fake_upstream import FakeUpstream
+from allotment.testing.serve import ServeProcess, start_serve
 
 ADMIN_TOKEN = "e2e-admin-token"
 UPSTREAM_TIMEOUT = 1.5
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def e2e_config(fake: FakeUpstream) -> str:
@@ -55,22 +47,21 @@ upstreams:
 """
 
 
-def allotment_command() -> list[str]:
-    script = Path(sys.executable).with_name("allotment")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from allotment.cli import main; main()"]
-
-
 @dataclass
 class Gateway:
     """A running ``allotment serve`` and the helpers tests use against it."""
 
-    process: subprocess.Popen[bytes]
-    url: str
+    serve: ServeProcess
     database_url: str
-    log: Path
     admin: httpx.Client = field(init=False)
+
+    @property
+    def url(self) -> str:
+        return self.serve.url
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.serve.process
 
     def __post_init__(self) -> None:
         self.admin = httpx.Client(
@@ -115,14 +106,7 @@ class Gateway:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         self.admin.close()
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
+        return self.serve.stop(sig, timeout)
 
 
 def start_gateway(
@@ -133,48 +117,17 @@ def start_gateway(
     args: tuple[str, ...] = (),
     name: str = "gateway",
 ) -> Gateway:
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / f"{name}.yaml"
-    config_path.write_text(config)
     database_url = database_url or f"sqlite:///{workdir / 'allotment.db'}"
-    port = free_port()
-    env = {
-        **os.environ,
-        "ALLOTMENT_DATABASE_URL": database_url,
-        "ALLOTMENT_ADMIN_TOKEN": ADMIN_TOKEN,
-        "E2E_OPENAI_KEY": "sk-e2e-openai",
-        "E2E_ANTHROPIC_KEY": "sk-e2e-anthropic",
-    }
-    env.pop("ALLOTMENT_CONFIG", None)
-    log = workdir / f"{name}.log"
-    command = [
-        *allotment_command(),
-        "serve",
-        "--config",
-        str(config_path),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *args,
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"allotment serve exited: {log.read_text()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"allotment serve did not start: {log.read_text()}")
-        time.sleep(0.1)
-    return Gateway(process, url, database_url, log)
+    serve = start_serve(
+        workdir,
+        config,
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        env={"E2E_OPENAI_KEY": "sk-e2e-openai", "E2E_ANTHROPIC_KEY": "sk-e2e-anthropic"},
+        args=args,
+        name=name,
+    )
+    return Gateway(serve, database_url)
 
 
 @pytest.fixture(scope="session")
@@ -192,9 +145,7 @@ def _fresh_fake(fake: FakeUpstream) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[Gateway]:
-    server = start_gateway(
-        tmp_path_factory.mktemp("e2e"), e2e_config(fake), args=("--max-body-mb", "1")
-    )
+    server = start_gateway(tmp_path_factory.mktemp("e2e"), e2e_config(fake), args=("--max-body-mb", "1"))
     yield server
     server.stop()
 

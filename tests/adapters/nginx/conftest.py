@@ -11,12 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from nginx_harness import Nginx, nginx_available, start_nginx, start_serve, stop
+from nginx_harness import Nginx, nginx_available, start_nginx, stop
 
 from allotment.runtime import Runtime
 from allotment.settings import Settings
 from allotment.testing import SAMPLE_CONFIG
 from allotment.testing.fake_upstream import FakeUpstream
+from allotment.testing.serve import start_serve
 
 
 @dataclass
@@ -43,7 +44,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("nginx-stack")
     database_url = f"sqlite:///{workdir / 'allotment.db'}"
     fake = FakeUpstream().start()
-    serve, decision_url = start_serve(workdir, SAMPLE_CONFIG, database_url)
+    serve = start_serve(workdir, SAMPLE_CONFIG, database_url=database_url, admin_token="nginx-test-token")
+    decision_url = serve.url
     runtime = Runtime.open(Settings(database_url=database_url), migrate=False, load_entrypoints=False)
     enforced = passive = None
     try:
@@ -55,5 +57,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             if server is not None:
                 stop(server.process)
         runtime.close()
-        stop(serve)
+        serve.stop(timeout=15)
         fake.stop()

@@ -8,15 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from allotment.testing.serve import free_port
 from allotment_nginx.confgen import (
     DEFAULT_JS_MODULE,
     NginxOptions,
@@ -32,12 +31,6 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 def nginx_available() -> bool:
     return Path(NGINX).exists() and Path(DEFAULT_JS_MODULE).exists()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
@@ -115,34 +108,3 @@ def start_nginx(prefix: Path, upstream: str, decision: str, *, passive: bool = F
     url = f"http://127.0.0.1:{port}"
     wait_for(url + "/", process, out)
     return Nginx(process, prefix, url, log)
-
-
-def allotment_command() -> list[str]:
-    script = Path(sys.executable).with_name("allotment")
-    return (
-        [str(script)] if script.exists() else [sys.executable, "-c", "from allotment.cli import main; main()"]
-    )
-
-
-def start_serve(workdir: Path, config: str, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
-    config_path = workdir / "allotment.yaml"
-    config_path.write_text(config)
-    port = free_port()
-    env = {**os.environ, "ALLOTMENT_DATABASE_URL": database_url, "ALLOTMENT_ADMIN_TOKEN": "nginx-test-token"}
-    env.pop("ALLOTMENT_CONFIG", None)
-    log = workdir / "serve.log"
-    command = [
-        *allotment_command(),
-        "serve",
-        "--config",
-        str(config_path),
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/healthz", process, log)
-    return process, url
