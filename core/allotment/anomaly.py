@@ -113,8 +113,22 @@ def _load(runtime: Runtime, start: datetime, end: datetime, tz: ZoneInfo) -> lis
         at = parse_ts(r[2])
         out.append(
             _Row(
-                r[0], r[1], at, at.astimezone(tz).date(), r[3], r[4], r[5], r[6], r[7], r[8],
-                int(r[9]), int(r[10]), int(r[11]), dict(orjson.loads(r[12] or "{}")), r[13], r[14],
+                r[0],
+                r[1],
+                at,
+                at.astimezone(tz).date(),
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                r[8],
+                int(r[9]),
+                int(r[10]),
+                int(r[11]),
+                dict(orjson.loads(r[12] or "{}")),
+                r[13],
+                r[14],
             )
         )
     return out
@@ -133,8 +147,13 @@ def _evidence(rows: Iterable[_Row]) -> dict[str, Any]:
     if types:
         (provider, model, mode, task), (cost, count) = max(types.items(), key=lambda kv: (kv[1][0], kv[0]))
         top = {
-            "provider": provider, "model": model, "endpoint_mode": mode, "task": task,
-            "cost_nanos": cost, "cost_usd": str(nanos_to_dollars(cost)), "requests": count,
+            "provider": provider,
+            "model": model,
+            "endpoint_mode": mode,
+            "task": task,
+            "cost_nanos": cost,
+            "cost_usd": str(nanos_to_dollars(cost)),
+            "requests": count,
         }
     by_trace: dict[str, int] = defaultdict(int)
     for r in usage:
@@ -227,13 +246,20 @@ class Detector:
             ratio = spent / baseline
             found.append(
                 self.anomaly(
-                    "spend_spike", scope, scope_id, "critical" if ratio >= 3 else "warning",
+                    "spend_spike",
+                    scope,
+                    scope_id,
+                    "critical" if ratio >= 3 else "warning",
                     f"{scope} {scope_id} spent {_usd(spent)} today, {ratio:.0%} of its "
                     f"{days}-day daily average {_usd(baseline)}",
                     {
-                        "cost_today_nanos": spent, "baseline_nanos": baseline, "cost_delta_nanos": delta,
-                        "cost_delta_usd": str(nanos_to_dollars(delta)), "ratio": round(ratio, 3),
-                        "history_days": days, **_evidence(data.today),
+                        "cost_today_nanos": spent,
+                        "baseline_nanos": baseline,
+                        "cost_delta_nanos": delta,
+                        "cost_delta_usd": str(nanos_to_dollars(delta)),
+                        "ratio": round(ratio, 3),
+                        "history_days": days,
+                        **_evidence(data.today),
                     },
                 )
             )
@@ -252,13 +278,19 @@ class Detector:
             cost = sum(r.cost for r in hits)
             found.append(
                 self.anomaly(
-                    "token_ceiling", scope, scope_id, "warning",
+                    "token_ceiling",
+                    scope,
+                    scope_id,
+                    "warning",
                     f"{len(hits)} request(s) from {scope} {scope_id} over the {ceiling:,}-token ceiling "
                     f"(largest {biggest.total_input + biggest.output:,} tokens)",
                     {
-                        "ceiling_tokens": ceiling, "max_tokens": biggest.total_input + biggest.output,
-                        "offending_requests": len(hits), "cost_delta_nanos": cost,
-                        "cost_delta_usd": str(nanos_to_dollars(cost)), **_evidence(hits),
+                        "ceiling_tokens": ceiling,
+                        "max_tokens": biggest.total_input + biggest.output,
+                        "offending_requests": len(hits),
+                        "cost_delta_nanos": cost,
+                        "cost_delta_usd": str(nanos_to_dollars(cost)),
+                        **_evidence(hits),
                     },
                 )
             )
@@ -280,12 +312,18 @@ class Detector:
             cost = sum(r.cost for r in retries)
             found.append(
                 self.anomaly(
-                    "retry_rate", "label", f"{s.prompt_label}={version}", "warning",
+                    "retry_rate",
+                    "label",
+                    f"{s.prompt_label}={version}",
+                    "warning",
                     f"{rate:.0%} of {len(rows)} requests for {s.prompt_label} {version} were retries "
                     f"(over {s.retry_rate:.0%}); fix retries before changing models",
                     {
-                        "retry_rate": round(rate, 4), "requests_total": len(rows), "retries": len(retries),
-                        "cost_delta_nanos": cost, "cost_delta_usd": str(nanos_to_dollars(cost)),
+                        "retry_rate": round(rate, 4),
+                        "requests_total": len(rows),
+                        "retries": len(retries),
+                        "cost_delta_nanos": cost,
+                        "cost_delta_usd": str(nanos_to_dollars(cost)),
                         **_evidence(retries),
                     },
                 )
@@ -311,12 +349,18 @@ class Detector:
             cost = sum(r.cost for r in excess)
             found.append(
                 self.anomaly(
-                    "output_ratio", "label", scope_id, "warning",
+                    "output_ratio",
+                    "label",
+                    scope_id,
+                    "warning",
                     f"{scope_id}: output tokens are {out / max(inp, 1):.1f}x input over {len(rows)} "
                     f"requests (limit {s.output_ratio:g}x); cap output or require a compact schema",
                     {
-                        "input_tokens": inp, "output_tokens": out, "ratio": round(out / max(inp, 1), 3),
-                        "cost_delta_nanos": cost, "cost_delta_usd": str(nanos_to_dollars(cost)),
+                        "input_tokens": inp,
+                        "output_tokens": out,
+                        "ratio": round(out / max(inp, 1), 3),
+                        "cost_delta_nanos": cost,
+                        "cost_delta_usd": str(nanos_to_dollars(cost)),
                         **_evidence(rows),
                     },
                 )

@@ -308,9 +308,7 @@ def from_litellm(payload_or_usage: Mapping[str, Any] | Any, *, estimated: bool =
         writes = _count(data, "cache_creation_input_tokens", what)
     else:
         writes = _count(details, "cache_creation_tokens", what)
-    breakdown = _sub(details, "cache_creation_token_details", what) or _sub(
-        data, "cache_creation", what
-    )
+    breakdown = _sub(details, "cache_creation_token_details", what) or _sub(data, "cache_creation", what)
     hour = _count(breakdown, "ephemeral_1h_input_tokens", what)
     five = _count(breakdown, "ephemeral_5m_input_tokens", what)
     write_5m, write_1h = _split_writes(writes, hour, five, what)

@@ -19,10 +19,13 @@ from allotment.testing import SAMPLE_CONFIG, intent, temporary_runtime
 from allotment.types import Anomaly, Usage
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)  # 10:00 in New York, Acme's time zone
-CONFIG = SAMPLE_CONFIG + """
+CONFIG = (
+    SAMPLE_CONFIG
+    + """
 plugins:
   anomaly: {min_spend_usd: 0, min_requests: 10, token_ceiling: 50000}
 """
+)
 
 
 class Recorder:

@@ -38,9 +38,7 @@ needs_litellm = pytest.mark.skipif(not has_litellm(), reason="litellm is not ins
 
 def convert(entry: dict[str, Any], name: str = "m", provider: str = "p") -> dict[str, Any]:
     text = json.dumps({"litellm_provider": provider, **entry})
-    model, result, reason = li.convert_entry(
-        provider, name, json.loads(text, parse_float=Decimal), DAY
-    )
+    model, result, reason = li.convert_entry(provider, name, json.loads(text, parse_float=Decimal), DAY)
     assert reason is None, reason
     assert result is not None
     return result
@@ -192,9 +190,7 @@ def test_the_real_bundled_map_imports_and_loads(tmp_path: Path) -> None:
     assert price.amount_nanos == 625_000_000
     # Its claude-sonnet-4-5 example: 200 fresh + 1000 cache read + 50 out = $0.00165.
     usage = Usage(input_tokens=200, cache_read_tokens=1000, output_tokens=50)
-    assert (
-        book.price("anthropic", "claude-sonnet-4-5-20250929", usage, AT).amount_nanos == 1_650_000
-    )
+    assert book.price("anthropic", "claude-sonnet-4-5-20250929", usage, AT).amount_nanos == 1_650_000
 
 
 @needs_litellm

@@ -57,23 +57,17 @@ def test_gpt_5_4_mini_fresh_cached_output(book: RateCardBook) -> None:
 
 
 def test_claude_sonnet_4_base_and_long_context_tier(book: RateCardBook) -> None:
-    base = book.price(
-        "anthropic", "claude-sonnet-4", Usage(input_tokens=8_000, output_tokens=1_200), AT
-    )
+    base = book.price("anthropic", "claude-sonnet-4", Usage(input_tokens=8_000, output_tokens=1_200), AT)
     assert base.amount_nanos == nanos((8_000 * Decimal(3) + 1_200 * Decimal(15)) / M) == 42_000_000
 
     # Above 200,000 input tokens the WHOLE request is priced at the tier (no marginal split).
-    long = book.price(
-        "anthropic", "claude-sonnet-4", Usage(input_tokens=250_000, output_tokens=2_000), AT
-    )
+    long = book.price("anthropic", "claude-sonnet-4", Usage(input_tokens=250_000, output_tokens=2_000), AT)
     expected = (250_000 * Decimal("6.00") + 2_000 * Decimal("22.50")) / M
     assert expected == Decimal("1.545")
     assert long.amount_nanos == nanos(expected) == 1_545_000_000
 
     # Exactly at the threshold stays at the base price (the rule is strictly greater).
-    edge = book.price(
-        "anthropic", "claude-sonnet-4", Usage(input_tokens=200_000, output_tokens=2_000), AT
-    )
+    edge = book.price("anthropic", "claude-sonnet-4", Usage(input_tokens=200_000, output_tokens=2_000), AT)
     assert edge.amount_nanos == nanos((200_000 * Decimal(3) + 2_000 * Decimal(15)) / M)
     assert edge.amount_nanos == 630_000_000
 
@@ -101,9 +95,7 @@ def test_gpt_4o_gpt_4_1_and_gpt_5_4(book: RateCardBook) -> None:
     assert book.price("openai", "gpt-4.1", usage, AT, EndpointMode.BATCH).amount_nanos == 36 * 10**9
     assert book.price("openai", "gpt-4.1", usage, AT, "stream").amount_nanos == 72 * 10**9
 
-    gpt54 = book.price(
-        "openai", "gpt-5.4", Usage(input_tokens=1_200_000, output_tokens=300_000), AT
-    )
+    gpt54 = book.price("openai", "gpt-5.4", Usage(input_tokens=1_200_000, output_tokens=300_000), AT)
     assert gpt54.amount_nanos == nanos((1_200_000 * Decimal("2.50") + 300_000 * Decimal(15)) / M)
     assert gpt54.amount_nanos == 7_500_000_000
     assert gpt54.card_version == "openai-2026-06-07"
@@ -140,12 +132,8 @@ def test_anthropic_cache_read_and_both_write_ttls(book: RateCardBook) -> None:
 
 
 def test_bedrock_cache_fields_and_cross_region_ids(book: RateCardBook) -> None:
-    usage = Usage(
-        input_tokens=100, cache_read_tokens=95_500, cache_write_tokens=1_000, output_tokens=200
-    )
-    expected = (
-        100 * Decimal(3) + 95_500 * Decimal("0.3") + 1_000 * Decimal("3.75") + 200 * Decimal(15)
-    ) / M
+    usage = Usage(input_tokens=100, cache_read_tokens=95_500, cache_write_tokens=1_000, output_tokens=200)
+    expected = (100 * Decimal(3) + 95_500 * Decimal("0.3") + 1_000 * Decimal("3.75") + 200 * Decimal(15)) / M
     for model_id in (
         "anthropic.claude-sonnet-4-20250514-v1:0",
         "us.anthropic.claude-sonnet-4-20250514-v1:0",
@@ -242,9 +230,7 @@ models:
 
 
 def write_card(root: Path, version: str, date: str, price: str, extra: str = "") -> None:
-    (root / f"{version}.yaml").write_text(
-        CARD.format(version=version, date=date, price=price, extra=extra)
-    )
+    (root / f"{version}.yaml").write_text(CARD.format(version=version, date=date, price=price, extra=extra))
 
 
 def test_a_dated_card_change(tmp_path: Path) -> None:
@@ -355,13 +341,9 @@ def test_max_affordable_output_tokens(book: RateCardBook) -> None:
 
 
 def test_pricer_through_the_plugin_manager(book: RateCardBook) -> None:
-    pm = create_plugin_manager(
-        [("allotment.defaults.pricing", RateCardPricer(book))], load_entrypoints=False
-    )
+    pm = create_plugin_manager([("allotment.defaults.pricing", RateCardPricer(book))], load_entrypoints=False)
     hooks = Hooks(pm)
-    price = hooks.price(
-        "openai", "gpt-4o", Usage(input_tokens=2_000, output_tokens=500), AT, "sync"
-    )
+    price = hooks.price("openai", "gpt-4o", Usage(input_tokens=2_000, output_tokens=500), AT, "sync")
     assert price is not None and price.amount_nanos == 10_000_000
     assert hooks.price("openai", "unknown", Usage(input_tokens=1), AT, "sync") is None
 

@@ -69,8 +69,7 @@ def test_effective_from_accepts_an_iso_datetime() -> None:
         (
             lambda t: t.replace(
                 "        output: 2\n",
-                "        output: 2\n      - above_input_tokens: 500\n        input: 1\n"
-                "        output: 2\n",
+                "        output: 2\n      - above_input_tokens: 500\n        input: 1\n        output: 2\n",
             ),
             13,
             "sorted",
@@ -78,8 +77,7 @@ def test_effective_from_accepts_an_iso_datetime() -> None:
         (
             lambda t: t.replace(
                 "        output: 2\n",
-                "        output: 2\n      - above_input_tokens: 1000\n        input: 1\n"
-                "        output: 2\n",
+                "        output: 2\n      - above_input_tokens: 1000\n        input: 1\n        output: 2\n",
             ),
             13,
             "distinct",
@@ -109,9 +107,7 @@ def test_effective_from_accepts_an_iso_datetime() -> None:
         "duplicate-key",
     ],
 )
-def test_bad_cards_name_the_file_and_line(
-    tmp_path: Path, mutation: object, line: int, words: str
-) -> None:
+def test_bad_cards_name_the_file_and_line(tmp_path: Path, mutation: object, line: int, words: str) -> None:
     text = mutation(GOOD)  # type: ignore[operator]
     path = write(tmp_path, text, "bad.yaml")
     with pytest.raises(ConfigError) as info:
@@ -123,9 +119,7 @@ def test_bad_cards_name_the_file_and_line(
 
 def test_duplicate_versions_across_files_are_rejected(tmp_path: Path) -> None:
     write(tmp_path, GOOD, "a.yaml")
-    write(
-        tmp_path, GOOD.replace("effective_from: 2026-01-01", "effective_from: 2026-02-01"), "b.yaml"
-    )
+    write(tmp_path, GOOD.replace("effective_from: 2026-01-01", "effective_from: 2026-02-01"), "b.yaml")
     with pytest.raises(ConfigError) as info:
         RateCardBook.load([tmp_path])
     message = info.value.message

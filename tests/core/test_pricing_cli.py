@@ -78,26 +78,18 @@ def test_price_with_extra_cards(app: typer.Typer, tmp_path: Path) -> None:
 
 
 def test_price_errors_are_one_clear_line(app: typer.Typer) -> None:
-    result = runner.invoke(
-        app, ["price", "--provider", "openai", "--model", "gpt-9", "--input", "1"]
-    )
+    result = runner.invoke(app, ["price", "--provider", "openai", "--model", "gpt-9", "--input", "1"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: no rate card prices model 'gpt-9'")
     assert len(result.stderr.strip().splitlines()) == 1
-    bad = runner.invoke(
-        app, ["price", "--provider", "openai", "--model", "gpt-4o", "--input", "-5"]
-    )
+    bad = runner.invoke(app, ["price", "--provider", "openai", "--model", "gpt-4o", "--input", "-5"])
     assert bad.exit_code == 2 and "error: input_tokens must not be negative" in bad.stderr
-    when = runner.invoke(
-        app, ["price", "--provider", "openai", "--model", "gpt-4o", "--at", "soon"]
-    )
+    when = runner.invoke(app, ["price", "--provider", "openai", "--model", "gpt-4o", "--at", "soon"])
     assert when.exit_code == 2 and "error: --at" in when.stderr
 
 
 def test_rates_list(app: typer.Typer) -> None:
-    result = runner.invoke(
-        app, ["rates", "list", "--provider", "openai", "--json", "--at", "2026-07-01"]
-    )
+    result = runner.invoke(app, ["rates", "list", "--provider", "openai", "--json", "--at", "2026-07-01"])
     assert result.exit_code == 0, result.output
     rows = {row["model"]: row for row in json.loads(result.stdout)}
     assert set(rows) == {"gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-5.4", "gpt-5.4-mini"}

@@ -47,9 +47,7 @@ def test_openai_chat_cached_tokens_are_a_subset_of_prompt_tokens() -> None:
             "completion_tokens_details": {"reasoning_tokens": 20},
         }
     )
-    assert usage == Usage(
-        input_tokens=47, cache_read_tokens=64, output_tokens=222, reasoning_tokens=20
-    )
+    assert usage == Usage(input_tokens=47, cache_read_tokens=64, output_tokens=222, reasoning_tokens=20)
     assert usage.total_input_tokens == 111  # never double counted
 
 
@@ -70,9 +68,7 @@ def test_openai_stream_example_prices_like_litellm(book: RateCardBook) -> None:
 
 def test_openai_embeddings_and_nulls() -> None:
     assert from_openai({"prompt_tokens": 8, "total_tokens": 8}) == Usage(input_tokens=8)
-    usage = from_openai(
-        {"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None}
-    )
+    usage = from_openai({"prompt_tokens": 10, "completion_tokens": 2, "prompt_tokens_details": None})
     assert usage == Usage(input_tokens=10, output_tokens=2)
 
 
@@ -128,9 +124,7 @@ def test_anthropic_input_excludes_cache_and_ttls_split() -> None:
 
 
 def test_anthropic_writes_without_breakdown_are_5_minute() -> None:
-    usage = from_anthropic(
-        {"input_tokens": 5, "cache_creation_input_tokens": 700, "output_tokens": 1}
-    )
+    usage = from_anthropic({"input_tokens": 5, "cache_creation_input_tokens": 700, "output_tokens": 1})
     assert usage == Usage(input_tokens=5, cache_write_tokens=700, output_tokens=1)
 
 
@@ -231,9 +225,7 @@ def test_bedrock_invoke_headers_case_insensitive() -> None:
             "content-type": "application/json",
         }
     )
-    assert usage == Usage(
-        input_tokens=12, output_tokens=34, cache_read_tokens=56, cache_write_tokens=78
-    )
+    assert usage == Usage(input_tokens=12, output_tokens=34, cache_read_tokens=56, cache_write_tokens=78)
     with pytest.raises(InvalidRequest, match="integer"):
         from_bedrock_invoke_headers(
             {"x-amzn-bedrock-input-token-count": "-3", "x-amzn-bedrock-output-token-count": "1"}

@@ -55,23 +55,17 @@ def _assert_ten(statuses: list[int], wallet: dict[str, Any], fake: FakeUpstream)
 
 
 def test_64_concurrent_calls_against_a_wallet_for_ten(gateway, fake) -> None:
-    fake.default = Script(
-        usage=FakeUsage(input_tokens=INPUT_BOUND, output_tokens=MAX_TOKENS), delay=0.05
-    )
+    fake.default = Script(usage=FakeUsage(input_tokens=INPUT_BOUND, output_tokens=MAX_TOKENS), delay=0.05)
     secret, key_id = gateway.issue_key(TEN_CALLS_USD)
     statuses = asyncio.run(_burst([gateway.url], secret))
     _assert_ten(statuses, gateway.key_wallet(key_id), fake)
 
 
 @pytest.mark.postgres
-def test_two_gateways_sharing_postgres_never_overspend(
-    start_gateway_process, postgres_url, fake
-) -> None:
+def test_two_gateways_sharing_postgres_never_overspend(start_gateway_process, postgres_url, fake) -> None:
     first = start_gateway_process(database_url=postgres_url, name="pg-a")
     second = start_gateway_process(database_url=postgres_url, name="pg-b")
-    fake.default = Script(
-        usage=FakeUsage(input_tokens=INPUT_BOUND, output_tokens=MAX_TOKENS), delay=0.05
-    )
+    fake.default = Script(usage=FakeUsage(input_tokens=INPUT_BOUND, output_tokens=MAX_TOKENS), delay=0.05)
     secret, key_id = first.issue_key(TEN_CALLS_USD)
     statuses = asyncio.run(_burst([first.url, second.url], secret))
     _assert_ten(statuses, first.key_wallet(key_id), fake)

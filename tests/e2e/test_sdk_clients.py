@@ -26,25 +26,17 @@ def stack() -> Iterator[ExitStack]:
 
 def counting_openai(gateway, key: str, hits: list[str], retries: int = 2) -> openai.OpenAI:
     client = httpx.Client(event_hooks={"request": [lambda r: hits.append(r.url.path)]})
-    return openai.OpenAI(
-        base_url=gateway.url + "/v1", api_key=key, max_retries=retries, http_client=client
-    )
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=retries, http_client=client)
 
 
 def counting_anthropic(gateway, key: str, hits: list[str], retries: int = 2) -> anthropic.Anthropic:
-    client = anthropic.DefaultHttpxClient(
-        event_hooks={"request": [lambda r: hits.append(r.url.path)]}
-    )
-    return anthropic.Anthropic(
-        base_url=gateway.url, api_key=key, max_retries=retries, http_client=client
-    )
+    client = anthropic.DefaultHttpxClient(event_hooks={"request": [lambda r: hits.append(r.url.path)]})
+    return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=retries, http_client=client)
 
 
 def test_openai_sdk_call_is_charged_exactly(stack, gateway, key, fake) -> None:
     secret, key_id = key
-    fake.default = Script(
-        usage=FakeUsage(input_tokens=500, cache_read_tokens=100, output_tokens=40)
-    )
+    fake.default = Script(usage=FakeUsage(input_tokens=500, cache_read_tokens=100, output_tokens=40))
     client = stack.enter_context(openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret))
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HELLO)
     completion = raw.parse()
@@ -112,9 +104,7 @@ def test_openai_sdk_stream_is_settled_on_close(stack, gateway, key, fake) -> Non
 def test_provider_errors_pass_through_without_charge(stack, gateway, key, fake, status) -> None:
     secret, key_id = key
     fake.enqueue(Script(status=status))
-    client = stack.enter_context(
-        openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
-    )
+    client = stack.enter_context(openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0))
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert caught.value.status_code == status
@@ -125,9 +115,7 @@ def test_provider_errors_pass_through_without_charge(stack, gateway, key, fake, 
 def test_anthropic_429_reaches_the_sdk_as_a_rate_limit(stack, gateway, key, fake) -> None:
     secret, key_id = key
     fake.enqueue(Script(status=429))
-    client = stack.enter_context(
-        anthropic.Anthropic(base_url=gateway.url, api_key=secret, max_retries=0)
-    )
+    client = stack.enter_context(anthropic.Anthropic(base_url=gateway.url, api_key=secret, max_retries=0))
     with pytest.raises(anthropic.RateLimitError):
         client.messages.create(model="claude-sonnet-4", max_tokens=10, messages=HELLO)
     assert gateway.key_wallet(key_id)["spent_nanos"] == 0
@@ -136,9 +124,7 @@ def test_anthropic_429_reaches_the_sdk_as_a_rate_limit(stack, gateway, key, fake
 def test_upstream_timeout_is_504_and_charges_nothing(stack, gateway, key, fake) -> None:
     secret, key_id = key
     fake.enqueue(Script(delay=3))
-    client = stack.enter_context(
-        openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
-    )
+    client = stack.enter_context(openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0))
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert caught.value.status_code == 504
@@ -147,9 +133,7 @@ def test_upstream_timeout_is_504_and_charges_nothing(stack, gateway, key, fake) 
 
 
 def test_unknown_model_is_a_400(stack, gateway, key, fake) -> None:
-    client = stack.enter_context(
-        openai.OpenAI(base_url=gateway.url + "/v1", api_key=key[0], max_retries=0)
-    )
+    client = stack.enter_context(openai.OpenAI(base_url=gateway.url + "/v1", api_key=key[0], max_retries=0))
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="no-such-model", messages=HELLO)
     assert caught.value.body["code"] == "unpriced_model"
@@ -170,9 +154,7 @@ def test_malformed_and_oversized_bodies(gateway, key) -> None:
 
 def test_revoked_key_is_refused_on_the_next_request(stack, gateway, fake) -> None:
     secret, key_id = gateway.issue_key("1")
-    client = stack.enter_context(
-        openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
-    )
+    client = stack.enter_context(openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0))
     client.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert gateway.admin.delete(f"/admin/keys/{key_id}").status_code == 200
     with pytest.raises(openai.AuthenticationError):

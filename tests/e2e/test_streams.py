@@ -24,11 +24,7 @@ def read_deltas(lines: Iterator[str], count: int, anthropic: bool = False) -> li
             continue
         data = json.loads(line[6:])
         if anthropic:
-            text = (
-                (data.get("delta") or {}).get("text")
-                if data["type"] == "content_block_delta"
-                else None
-            )
+            text = (data.get("delta") or {}).get("text") if data["type"] == "content_block_delta" else None
         else:
             text = data["choices"][0]["delta"].get("content") if data.get("choices") else None
         if text:

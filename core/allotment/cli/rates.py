@@ -103,17 +103,11 @@ def _entry_dict(card: RateCard, rates: ModelRates) -> dict[str, Any]:
 def price_command(
     provider: Annotated[str, typer.Option("--provider", help="Provider, e.g. openai.")],
     model: Annotated[str, typer.Option("--model", help="Model id as the caller names it.")],
-    input_tokens: Annotated[
-        int, typer.Option("--input", help="Fresh (uncached) input tokens.")
-    ] = 0,
+    input_tokens: Annotated[int, typer.Option("--input", help="Fresh (uncached) input tokens.")] = 0,
     cached: Annotated[int, typer.Option("--cached", help="Cache-read input tokens.")] = 0,
     cache_write: Annotated[int, typer.Option("--cache-write", help="5-minute cache writes.")] = 0,
-    cache_write_1h: Annotated[
-        int, typer.Option("--cache-write-1h", help="1-hour cache writes.")
-    ] = 0,
-    output: Annotated[
-        int, typer.Option("--output", help="Output tokens (reasoning included).")
-    ] = 0,
+    cache_write_1h: Annotated[int, typer.Option("--cache-write-1h", help="1-hour cache writes.")] = 0,
+    output: Annotated[int, typer.Option("--output", help="Output tokens (reasoning included).")] = 0,
     tool_calls: Annotated[int, typer.Option("--tool-calls", help="Billed tool calls.")] = 0,
     search_calls: Annotated[int, typer.Option("--search-calls", help="Billed web searches.")] = 0,
     batch: Annotated[bool, typer.Option("--batch", help="Price as a batch request.")] = False,
@@ -203,9 +197,7 @@ def list_command(
 def check_command(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(
-            help="Card files or directories (default: the bundled and configured ones)."
-        ),
+        typer.Argument(help="Card files or directories (default: the bundled and configured ones)."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -281,9 +273,7 @@ def import_litellm_command(
     for reason, count in sorted(report.skipped.items(), key=lambda item: -item[1]):
         typer.echo(f"  skipped {count}: {reason}")
     if report.batch_not_uniform:
-        typer.echo(
-            f"  {report.batch_not_uniform} models: batch prices not one ratio, priced as sync"
-        )
+        typer.echo(f"  {report.batch_not_uniform} models: batch prices not one ratio, priced as sync")
 
 
 def register(cli: typer.Typer) -> None:

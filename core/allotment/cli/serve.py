@@ -88,17 +88,11 @@ def register(cli: typer.Typer) -> None:
     @cli.command()
     @handle_errors
     def serve(
-        config: Annotated[
-            Path | None, typer.Option("--config", "-c", help="allotment.yaml to apply")
-        ] = None,
+        config: Annotated[Path | None, typer.Option("--config", "-c", help="allotment.yaml to apply")] = None,
         host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="TCP port")] = 4000,
-        workers: Annotated[
-            int, typer.Option(min=1, help="worker processes (see docs/gateway.md)")
-        ] = 1,
-        demo: Annotated[
-            bool, typer.Option("--demo", help="sample org, mock upstream, demo keys")
-        ] = False,
+        workers: Annotated[int, typer.Option(min=1, help="worker processes (see docs/gateway.md)")] = 1,
+        demo: Annotated[bool, typer.Option("--demo", help="sample org, mock upstream, demo keys")] = False,
         graceful_timeout: Annotated[
             float,
             typer.Option(help="seconds streams may finish on shutdown before partial charging"),

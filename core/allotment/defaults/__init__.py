@@ -20,8 +20,8 @@ def default_plugins(runtime: Runtime) -> list[tuple[str, object]]:
     from allotment.defaults.jobs import CoreJobs
     from allotment.defaults.ledger import SqlLedger
     from allotment.defaults.policy import TierPolicy
-    from allotment.defaults.reporting import Reporting
     from allotment.defaults.pricing import RateCardPricer
+    from allotment.defaults.reporting import Reporting
     from allotment.defaults.sync import DirectorySync
     from allotment.pricing.book import RateCardBook
     from allotment.pricing.cards import default_card_dirs

@@ -24,6 +24,8 @@ class AnomalyDetector:
     @hookimpl
     def register_jobs(self, scheduler: Any) -> None:
         scheduler.add(
-            "detect-anomalies", _detect, every=900,
+            "detect-anomalies",
+            _detect,
+            every=900,
             description="queue anomaly_detected: spend spikes, token ceilings, retry storms, verbose output",
         )

@@ -28,9 +28,7 @@ class RateCardPricer:
     def book(self) -> RateCardBook:
         # Loaded on first use so importing or registering the plugin stays cheap.
         if self._book is None:
-            self._book = RateCardBook.load(
-                self._dirs if self._dirs is not None else default_card_dirs()
-            )
+            self._book = RateCardBook.load(self._dirs if self._dirs is not None else default_card_dirs())
         return self._book
 
     @hookimpl(trylast=True)

@@ -84,9 +84,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error_response(InvalidRequest(problems or "invalid request"))
 
     app.include_router(routes_openai.router)
@@ -100,9 +98,7 @@ def create_app(
             gateway.runtime.ledger.generation()
         except Exception as exc:  # the gateway is up but cannot admit anything
             return json_response({"status": "degraded", "ledger": str(exc)}, status=503)
-        return json_response(
-            {"status": "ok", "version": __version__, "streams": len(gateway.streams)}
-        )
+        return json_response({"status": "ok", "version": __version__, "streams": len(gateway.streams)})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics(gateway: GatewayDep) -> Response:

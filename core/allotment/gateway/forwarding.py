@@ -133,9 +133,7 @@ def resolve_target(runtime: Any, provider: str, dialect: str) -> Target:
     upstreams = _upstreams(runtime)
     mock = upstreams.get("mock")
     # the `mock` upstream answers every provider (offline demos); otherwise the provider's own
-    upstream = (
-        mock if mock is not None and getattr(mock, "mock", False) else upstreams.get(provider)
-    )
+    upstream = mock if mock is not None and getattr(mock, "mock", False) else upstreams.get(provider)
     if upstream is None:
         raise UpstreamError(
             f"no upstream is configured for provider {provider!r}; add it under `upstreams`",
@@ -196,9 +194,7 @@ class Forwarder:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60
-            )
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60)
             self._session = aiohttp.ClientSession(
                 connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
             )
@@ -227,9 +223,7 @@ class Forwarder:
         if target.kind == "anthropic":
             if target.api_key:
                 headers["x-api-key"] = target.api_key
-            headers["anthropic-version"] = client_headers.get(
-                "anthropic-version", ANTHROPIC_VERSION
-            )
+            headers["anthropic-version"] = client_headers.get("anthropic-version", ANTHROPIC_VERSION)
             beta = client_headers.get("anthropic-beta")
             if beta:
                 headers["anthropic-beta"] = beta

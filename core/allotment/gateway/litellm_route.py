@@ -36,9 +36,7 @@ class _ChunkSource:
             asyncio.ensure_future(closer())
 
 
-async def call(
-    target: Target, route: str, body: dict[str, Any], stream: bool
-) -> Reply | _ChunkSource:
+async def call(target: Target, route: str, body: dict[str, Any], stream: bool) -> Reply | _ChunkSource:
     import litellm
 
     kwargs = dict(body)

@@ -59,9 +59,7 @@ class WalletCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         labels = ["scope", "scope_id", "period"]
         families = {
-            name: GaugeMetricFamily(
-                f"allotment_wallet_{name}_usd", f"Wallet {name} in USD", labels=labels
-            )
+            name: GaugeMetricFamily(f"allotment_wallet_{name}_usd", f"Wallet {name} in USD", labels=labels)
             for name in ("reserved", "spent", "limit")
         }
         try:

@@ -159,11 +159,7 @@ class MockUpstream:
 
     def _embeddings(self, body: dict[str, Any], model: str) -> Reply:
         inputs = body.get("input")
-        items = (
-            inputs
-            if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int)
-            else [inputs]
-        )
+        items = inputs if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else [inputs]
         data = []
         for index, item in enumerate(items):
             seed = hashlib.blake2b(orjson.dumps(item), digest_size=8).digest()

@@ -147,9 +147,7 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
             raise InvalidRequest("`model` is required")
         provider, model = runtime.resolve_model(model_name)
         target = (
-            Target(provider, "mock")
-            if gateway.force_mock
-            else resolve_target(runtime, provider, dialect)
+            Target(provider, "mock") if gateway.force_mock else resolve_target(runtime, provider, dialect)
         )
         tags = extract_tags(request.headers, body)
         stream = route != "embeddings" and body.get("stream") is True
@@ -179,9 +177,7 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
     upstream_model = (
         model_name[len(provider) + 1 :] if model_name.startswith(provider + "/") else (model_name)
     )
-    out, strip_usage = _upstream_body(
-        body, call, upstream_model, max_output, admission.max_output_tokens
-    )
+    out, strip_usage = _upstream_body(body, call, upstream_model, max_output, admission.max_output_tokens)
     started = time.perf_counter()
     try:
         result = await _forward(gateway, target, call, out, request, stream)
@@ -224,9 +220,7 @@ async def _forward(
     if target.kind == "litellm":
         return await litellm_route.call(target, call.route, body, stream)
     headers = gateway.forwarder.request_headers(target, request.headers)
-    return await gateway.forwarder.send(
-        target, PATHS[call.route], orjson.dumps(body), headers, stream=stream
-    )
+    return await gateway.forwarder.send(target, PATHS[call.route], orjson.dumps(body), headers, stream=stream)
 
 
 def _reply_usage(call: Call, body: dict[str, Any], reply: Reply) -> Usage:
@@ -254,9 +248,7 @@ def _reply_usage(call: Call, body: dict[str, Any], reply: Reply) -> Usage:
     )
 
 
-async def _complete(
-    gateway: GatewayState, call: Call, body: dict[str, Any], reply: Reply
-) -> Response:
+async def _complete(gateway: GatewayState, call: Call, body: dict[str, Any], reply: Reply) -> Response:
     headers = dict(reply.headers)
     headers[REQUEST_ID_HEADER] = call.request_id
     if reply.status >= 400:

@@ -52,9 +52,7 @@ async def authorize(request: Request, gateway: GatewayDep) -> Response:
     request_id = "req_" + uuid.uuid4().hex
     try:
         body = await _optional_json(request)
-        request_id = str(
-            body.get("request_id") or headers.get("x-allotment-request-id") or request_id
-        )
+        request_id = str(body.get("request_id") or headers.get("x-allotment-request-id") or request_id)
         credential = body.get("credential") or credential_of(request)
         model_name = body.get("model") or headers.get("x-allotment-model")
         if not isinstance(model_name, str) or not model_name:
@@ -170,9 +168,7 @@ async def outcomes(request: Request, gateway: GatewayDep) -> Response:
         try:
             check_admin(request, gateway)
         except Denied:
-            runtime.authenticate(
-                credential_of(request), {"adapter": "gateway", "route": "outcomes"}
-            )
+            runtime.authenticate(credential_of(request), {"adapter": "gateway", "route": "outcomes"})
         body = await read_json(request, _BODY_LIMIT)
         labels = body.get("labels") or {}
         if not isinstance(labels, dict):

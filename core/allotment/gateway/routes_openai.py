@@ -59,8 +59,7 @@ async def models(request: Request, gateway: GatewayDep) -> Response:
         {
             "object": "list",
             "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": m.split("/", 1)[0]}
-                for m in allowed
+                {"id": m, "object": "model", "created": 0, "owned_by": m.split("/", 1)[0]} for m in allowed
             ],
         }
     )

@@ -80,9 +80,7 @@ class GatewayState:
             admission = await self.runtime.admit_async(intent)
         return admission
 
-    async def settle(
-        self, call: Call, usage: Usage, outcome: Outcome, *, status: int
-    ) -> UsageEvent | None:
+    async def settle(self, call: Call, usage: Usage, outcome: Outcome, *, status: int) -> UsageEvent | None:
         """Settle ``call``; a ledger failure is logged, never raised into the response."""
         try:
             event: UsageEvent

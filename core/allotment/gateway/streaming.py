@@ -284,9 +284,7 @@ class SettlingStream(Response):
             await send({"type": "http.response.body", "body": trailer, "more_body": False})
             return
         if failure is None and tracker.error is None:
-            failure = UpstreamError(
-                "the provider ended the stream early", code="upstream_truncated"
-            )
+            failure = UpstreamError("the provider ended the stream early", code="upstream_truncated")
         await asyncio.shield(self._finish(Outcome.ERROR))
         body = _error_event(self.call.dialect, failure) if failure is not None else b""
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -295,7 +293,5 @@ class SettlingStream(Response):
         """Settle once (later calls return the first settlement), outside any cancellation."""
         if self._settle_task is None:
             usage = self.tracker.usage()
-            self._settle_task = self.gateway.spawn(
-                self.gateway.settle(self.call, usage, outcome, status=200)
-            )
+            self._settle_task = self.gateway.spawn(self.gateway.settle(self.call, usage, outcome, status=200))
         return self._settle_task

@@ -5,8 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-from allotment.db import schema  # noqa: F401  (registers the tables)
-from allotment.db import report_schema  # noqa: F401  (report rollups)
+from allotment.db import (
+    report_schema,  # noqa: F401  (report rollups)
+    schema,  # noqa: F401  (registers the tables)
+)
 from allotment.db.migrate import create_sa_engine
 
 target_metadata = SQLModel.metadata

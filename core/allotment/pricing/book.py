@@ -236,9 +236,7 @@ class RateCardBook:
                 rates = index.lookup(model_id)
                 if rates is not None:
                     canonical = model_id if rates.is_pattern else rates.name
-                    found.append(
-                        (index.card.effective_from, Resolution(index.card, rates, canonical))
-                    )
+                    found.append((index.card.effective_from, Resolution(index.card, rates, canonical)))
                     break
         result = tuple(found)
         if len(self._cache) >= _CACHE_LIMIT:
@@ -260,8 +258,7 @@ class RateCardBook:
         resolution = self.find(provider, model, at)
         if resolution is None:
             raise PricingError(
-                f"no rate card prices model {model!r} of provider {provider!r} "
-                f"at {_instant(at).isoformat()}",
+                f"no rate card prices model {model!r} of provider {provider!r} at {_instant(at).isoformat()}",
                 code="unpriced_model",
                 details={"provider": provider, "model": model},
             )
@@ -336,9 +333,7 @@ class RateCardBook:
         rates = self.entry(provider, model, at)
         prices = unit_prices(rates, input_tokens)
         multiplier = rates.batch if _is_batch(endpoint_mode) else Decimal(1)
-        cap = (
-            rates.max_output_tokens if rates.max_output_tokens is not None else MAX_TOKENS_PER_FIELD
-        )
+        cap = rates.max_output_tokens if rates.max_output_tokens is not None else MAX_TOKENS_PER_FIELD
         with localcontext() as ctx:
             ctx.prec = 60
             # Compare in nano-dollars x 1M tokens: exact cost <= budget implies rounded <= budget.
@@ -369,9 +364,9 @@ def exact_costs(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") ->
         for name in TOKEN_CLASSES:
             exact[name] = exact[name] * multiplier / TOKENS_PER_MILLION
         # Per-call fees are flat USD per call; the batch multiplier is for token prices only.
-        exact["per_call"] = Decimal(usage.tool_calls) * rates.per_call.get(
-            "tool_call", Decimal(0)
-        ) + Decimal(usage.search_calls) * rates.per_call.get("search_call", Decimal(0))
+        exact["per_call"] = Decimal(usage.tool_calls) * rates.per_call.get("tool_call", Decimal(0)) + Decimal(
+            usage.search_calls
+        ) * rates.per_call.get("search_call", Decimal(0))
     return exact
 
 

@@ -281,9 +281,7 @@ def parse_card(text: str, path: str = "<memory>") -> RateCard:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(
-            f"{path}{line}: not valid YAML: {problem}", code="invalid_rate_card"
-        ) from None
+        raise ConfigError(f"{path}{line}: not valid YAML: {problem}", code="invalid_rate_card") from None
     if root is None:
         raise _invalid(f"{path}:1", "the file is empty")
     top: dict[str, tuple[yaml.Node, yaml.Node]] = {}

@@ -102,9 +102,7 @@ def price_map_path() -> Path:
         candidate = Path(location) / PRICE_MAP_FILE
         if candidate.is_file():
             return candidate
-    raise ConfigError(
-        f"the installed litellm package has no {PRICE_MAP_FILE}", code="litellm_not_installed"
-    )
+    raise ConfigError(f"the installed litellm package has no {PRICE_MAP_FILE}", code="litellm_not_installed")
 
 
 def git_blob_id(data: bytes) -> str:
@@ -230,9 +228,7 @@ def convert_entry(
     if any(value is not None and value < 0 for value in base.values()):
         return model, None, "negative price"
 
-    result: dict[str, Any] = {
-        name_: per_million(value) for name_, value in base.items() if value is not None
-    }
+    result: dict[str, Any] = {name_: per_million(value) for name_, value in base.items() if value is not None}
     tiers = _tiers(entry, base)
     if tiers:
         result["tiers"] = [

@@ -293,9 +293,7 @@ class FakeUpstream:
     # -- OpenAI --------------------------------------------------------------------------
     def _openai_error(self, script: Script) -> web.Response:
         kind, code, message = _OPENAI_ERRORS.get(script.status, _OPENAI_ERRORS[500])
-        body = script.error_body or {
-            "error": {"message": message, "type": kind, "param": None, "code": code}
-        }
+        body = script.error_body or {"error": {"message": message, "type": kind, "param": None, "code": code}}
         headers = {"x-request-id": self._id("req_")}
         if script.status in (429, 503) or script.retry_after is not None:
             headers["retry-after"] = str(script.retry_after if script.retry_after else 1)
@@ -419,11 +417,7 @@ class FakeUpstream:
         body = body if isinstance(body, dict) else {}
         usage = script.usage or FakeUsage(output_tokens=0)
         inputs = body.get("input")
-        count = (
-            len(inputs)
-            if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int)
-            else 1
-        )
+        count = len(inputs) if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int) else 1
         vector = [0.125, -0.25, 0.5, 0.0625, -0.5, 0.25, 0.75, -0.125]
         b64 = body.get("encoding_format") == "base64"
         data = [
@@ -526,9 +520,7 @@ class FakeUpstream:
                     "delta": {"type": "text_delta", "text": word},
                 }
                 await response.write(_sse(delta, "content_block_delta"))
-            await response.write(
-                _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-            )
+            await response.write(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
             final_usage = anthropic_usage(usage)
             await response.write(
                 _sse(

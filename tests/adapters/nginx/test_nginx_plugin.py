@@ -14,8 +14,14 @@ from allotment.testing import SAMPLE_CONFIG, temporary_runtime
 
 
 def _line(**fields: object) -> bytes:
-    data = {"ts": "2026-11-23T10:00:00+00:00", "request_id": uuid.uuid4().hex, "status": 200,
-            "upstream_status": "200", "model": "gpt-5.4-mini", **fields}
+    data = {
+        "ts": "2026-11-23T10:00:00+00:00",
+        "request_id": uuid.uuid4().hex,
+        "status": 200,
+        "upstream_status": "200",
+        "model": "gpt-5.4-mini",
+        **fields,
+    }
     return orjson.dumps(data) + b"\n"
 
 
