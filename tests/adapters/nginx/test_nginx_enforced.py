@@ -77,7 +77,7 @@ def test_allowed_call_is_reserved_then_settled_from_the_log_at_the_exact_cost(st
     assert headers["authorization"] == f"Bearer {PROVIDER_KEY}"  # the caller's key never leaves
     assert stack.runtime.reservation_state(request_id) == "open"  # reserved by the pre-check
 
-    line = log_lines(stack.enforced.log)[request_id]
+    line = wait_for_line(stack.enforced.log, request_id)  # nginx logs after it has replied
     assert (line["prompt_tokens"], line["cached_tokens"], line["completion_tokens"]) == ("1200", "200", "300")
     assert line["usage_src"] == "json" and line["key_id"] == key_id
     assert line["reservation_id"] == headers["x-reservation-id"]
@@ -206,6 +206,8 @@ def test_forty_concurrent_calls_never_overspend(stack, tmp_path):
     hold = stack.runtime.ledger.reservation(ids[0]).amount_nanos
     assert ok == 50_000_000 // hold
     assert wallet.reserved_nanos == ok * hold <= wallet.limit_nanos
+    for request_id in ids:  # nginx writes each line after replying: wait for all of them
+        wait_for_line(stack.enforced.log, request_id)
     ingest(stack, tmp_path)
     wallet = next(w for w in stack.runtime.ledger.all_wallets() if w.scope == "key" and w.scope_id == key_id)
     # 100 in x $0.75/M + 50 out x $4.50/M = 75,000 + 225,000 nanos per call
