@@ -37,6 +37,7 @@ _BEDROCK_ARN = re.compile(
     r"^arn:aws[a-z-]*:bedrock:[^:]*:[^:]*:(?:inference-profile|foundation-model)/(?P<id>.+)$"
 )
 _NANOS = Decimal(NANOS_PER_DOLLAR)
+_ZERO = Decimal(0)
 _CACHE_LIMIT = 50_000
 
 
@@ -351,22 +352,34 @@ class RateCardBook:
 def exact_costs(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") -> dict[str, Decimal]:
     """Unrounded USD per component ("input", ..., "per_call") for ``usage`` priced by ``rates``."""
     prices = unit_prices(rates, usage.total_input_tokens)
-    multiplier = rates.batch if _is_batch(endpoint_mode) else Decimal(1)
+    multiplier = rates.batch if _is_batch(endpoint_mode) else None
+    counts = (
+        ("input", usage.input_tokens, prices.input),
+        ("cache_read", usage.cache_read_tokens, prices.cache_read),
+        ("cache_write", usage.cache_write_tokens, prices.cache_write),
+        ("cache_write_1h", usage.cache_write_1h_tokens, prices.cache_write_1h),
+        ("output", usage.output_tokens, prices.output),
+    )
+    exact: dict[str, Decimal] = {}
     with localcontext() as ctx:
         ctx.prec = 60  # products of 9-digit counts and 17-digit imported prices stay exact
-        exact = {
-            "input": Decimal(usage.input_tokens) * prices.input,
-            "cache_read": Decimal(usage.cache_read_tokens) * prices.cache_read,
-            "cache_write": Decimal(usage.cache_write_tokens) * prices.cache_write,
-            "cache_write_1h": Decimal(usage.cache_write_1h_tokens) * prices.cache_write_1h,
-            "output": Decimal(usage.output_tokens) * prices.output,
-        }
-        for name in TOKEN_CLASSES:
-            exact[name] = exact[name] * multiplier / TOKENS_PER_MILLION
+        for name, count, price in counts:
+            # Most requests use two or three classes: an unused one costs exactly zero, so
+            # its Decimal arithmetic (and a multiply by 1 outside batch) is skipped.
+            if count == 0:
+                exact[name] = _ZERO
+                continue
+            cost = Decimal(count) * price
+            if multiplier is not None:
+                cost = cost * multiplier
+            exact[name] = cost / TOKENS_PER_MILLION
         # Per-call fees are flat USD per call; the batch multiplier is for token prices only.
-        exact["per_call"] = Decimal(usage.tool_calls) * rates.per_call.get("tool_call", Decimal(0)) + Decimal(
-            usage.search_calls
-        ) * rates.per_call.get("search_call", Decimal(0))
+        per_call = _ZERO
+        if usage.tool_calls:
+            per_call += Decimal(usage.tool_calls) * rates.per_call.get("tool_call", _ZERO)
+        if usage.search_calls:
+            per_call += Decimal(usage.search_calls) * rates.per_call.get("search_call", _ZERO)
+        exact["per_call"] = per_call
     return exact
 
 
@@ -375,10 +388,10 @@ def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync"
     exact = exact_costs(resolution.rates, usage, endpoint_mode)
     with localcontext() as ctx:
         ctx.prec = 60
-        total = sum(exact.values(), Decimal(0))
+        total = sum(exact.values(), _ZERO)
         amount = _to_nanos(total)
         # Informational: each class rounded on its own, so their sum may differ by a nano.
-        components = {name: _to_nanos(value) for name, value in exact.items()}
+        components = {name: _to_nanos(value) if value else 0 for name, value in exact.items()}
     return Price(
         amount_nanos=amount,
         card_version=resolution.card.version,
