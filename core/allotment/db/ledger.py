@@ -92,6 +92,10 @@ EVENT_COLUMNS = (
     "reservation_id",
     "flags",
 )
+# positions of the columns whose stored form differs from the event's value
+_TS = EVENT_COLUMNS.index("ts")
+_ESTIMATED = EVENT_COLUMNS.index("estimated")
+_ENFORCED = EVENT_COLUMNS.index("enforced")
 WALLET_COLUMNS = (
     "id, scope, scope_id, period, period_start, period_end, limit_nanos, spent_nanos, reserved_nanos"
 )
@@ -184,6 +188,8 @@ class Ledger:
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING"
         )
         self.sql_extend = q("UPDATE reservations SET expires_at = ? WHERE request_id = ? AND state = 'open'")
+        self._entries_sql: dict[int, str] = {}
+        self._charge_sql: dict[int, str] = {}
 
     # -- values ------------------------------------------------------------------------
     def ts(self, value: datetime) -> Any:
@@ -461,22 +467,18 @@ class Ledger:
         stored = self._normalise_event(values)
         digest = row_hash(stored)
         ts_db = self.ts(stored["ts"])
-        params = [self._db_value(name, stored[name]) for name in EVENT_COLUMNS]
+        params = [stored[name] for name in EVENT_COLUMNS]
+        params[_TS] = ts_db
+        params[_ESTIMATED] = self._bool(stored["estimated"])
+        params[_ENFORCED] = self._bool(stored["enforced"])
         params.append(digest)
-        params[EVENT_COLUMNS.index("ts")] = ts_db
         event_id = int(conn.execute(self.sql_insert_event, params).fetchone()[0])
         if wallet_ids:
             rows: list[Any] = []
             stamp = ts_db if isinstance(ts_db, str) else _hash_value(stored["ts"])
             for wallet_id in wallet_ids:
                 rows.extend((event_id, wallet_id, cost, ts_db, entry_hash(digest, wallet_id, cost, stamp)))
-            conn.execute(
-                self._q(
-                    "INSERT INTO ledger_entries (event_id, wallet_id, amount_nanos, ts, row_hash) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?)"] * len(wallet_ids))
-                ),
-                rows,
-            )
+            conn.execute(self._sql_insert_entries(len(wallet_ids)), rows)
         for wallet_id, fraction, spent, limit in crossings:
             # the wallet as it was at the crossing, so a delayed alert still tells the truth
             payload = orjson.dumps(
@@ -507,13 +509,7 @@ class Ledger:
             return []
         if self._sqlite:
             rows = conn.execute(
-                self._q(
-                    "UPDATE wallets SET reserved_nanos = reserved_nanos - ?, "
-                    "spent_nanos = spent_nanos + ? WHERE id IN ("
-                    + ",".join("?" * len(wallet_ids))
-                    + ") RETURNING id, spent_nanos, limit_nanos"
-                ),
-                (release_nanos, cost, *wallet_ids),
+                self._sql_charge_wallets(len(wallet_ids)), (release_nanos, cost, *wallet_ids)
             ).fetchall()
             return [(int(r[0]), int(r[1]), int(r[2])) for r in rows]
         with conn.pipeline():  # one round trip; ascending ids like reservations: no deadlocks
@@ -553,12 +549,26 @@ class Ledger:
             stored["labels"] = orjson.dumps(stored["labels"] or {}, option=orjson.OPT_SORT_KEYS).decode()
         return stored
 
-    def _db_value(self, name: str, value: Any) -> Any:
-        if name == "ts":
-            return self.ts(value)
-        if name in ("estimated", "enforced"):
-            return self._bool(value)
-        return value
+    # The statements for N wallets are built once per N (a call has a handful of wallets).
+    def _sql_insert_entries(self, count: int) -> str:
+        sql = self._entries_sql.get(count)
+        if sql is None:
+            sql = self._entries_sql[count] = self._q(
+                "INSERT INTO ledger_entries (event_id, wallet_id, amount_nanos, ts, row_hash) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?)"] * count)
+            )
+        return sql
+
+    def _sql_charge_wallets(self, count: int) -> str:
+        sql = self._charge_sql.get(count)
+        if sql is None:
+            sql = self._charge_sql[count] = self._q(
+                "UPDATE wallets SET reserved_nanos = reserved_nanos - ?, "
+                "spent_nanos = spent_nanos + ? WHERE id IN ("
+                + ",".join("?" * count)
+                + ") RETURNING id, spent_nanos, limit_nanos"
+            )
+        return sql
 
     def _event_columns(self, row: Sequence[Any]) -> dict[str, Any]:
         stored = dict(zip(EVENT_COLUMNS, row[1:], strict=True))
