@@ -58,6 +58,22 @@ class Usage:
     estimated: bool = False  # True when counts were estimated, not reported by the provider
 
     def __post_init__(self) -> None:
+        # Usage is built several times per request: accept the usual case (plain ints in
+        # range) in one pass, and only otherwise run the checks that name the bad field.
+        for value in (
+            self.input_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.cache_write_1h_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            self.tool_calls,
+            self.search_calls,
+        ):
+            if type(value) is not int or not 0 <= value <= MAX_TOKENS_PER_FIELD:
+                break
+        else:
+            return
         for name in (
             "input_tokens",
             "cache_read_tokens",
