@@ -121,7 +121,8 @@ class SqlLedger:
         expires = now + timedelta(seconds=rt.reservation_ttl_seconds)
         reservation_id = "res_" + secrets.token_hex(10)
         context = {
-            "intent": intent_to_dict(intent.with_changes(at=at)),
+            # ``at`` as decided above, without copying the intent
+            "intent": {**intent_to_dict(intent), "at": at.isoformat()},
             "principal": principal_to_dict(principal),
             "estimate_nanos": amount,
         }
