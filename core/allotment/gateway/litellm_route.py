@@ -5,6 +5,7 @@ Only imported when such a provider is called; answers are rendered in OpenAI's s
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +38,8 @@ class _ChunkSource:
 
 
 async def call(target: Target, route: str, body: dict[str, Any], stream: bool) -> Reply | _ChunkSource:
+    # litellm otherwise downloads its price map at import; allotment prices from its own cards
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
     kwargs = dict(body)

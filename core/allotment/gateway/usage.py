@@ -12,7 +12,7 @@ from typing import Any
 
 from allotment.errors import InvalidRequest
 from allotment.types import Usage
-from allotment.usage_parsers import from_anthropic, from_openai, merge_anthropic_stream
+from allotment.usage_parsers import from_anthropic, from_litellm, from_openai, merge_anthropic_stream
 
 log = logging.getLogger("allotment.gateway")
 
@@ -21,6 +21,10 @@ __all__ = ["anthropic_usage", "merge_anthropic_stream", "openai_usage"]
 
 def openai_usage(data: Mapping[str, Any]) -> Usage | None:
     try:
+        if "cache_creation_input_tokens" in data or "cache_read_input_tokens" in data:
+            # LiteLLM's OpenAI-shaped answer for Anthropic-style caching: prompt_tokens also
+            # holds the cache writes, which from_openai would price as fresh input
+            return from_litellm(data)
         return from_openai(data)
     except InvalidRequest as exc:
         log.warning("unusable usage from an OpenAI-compatible provider: %s", exc.message)
