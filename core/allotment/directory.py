@@ -154,12 +154,6 @@ class Directory:
         return None
 
 
-def read_generation(engine: Engine) -> str:
-    with engine.connect() as conn:
-        row = conn.execute(text("SELECT value FROM meta WHERE key = :k"), {"k": GENERATION_KEY}).fetchone()
-    return "0" if row is None else str(row[0])
-
-
 def load_directory(engine: Engine) -> Directory:
     """Read the whole directory in one read transaction."""
     with engine.connect() as conn:

@@ -27,7 +27,6 @@ class Settings(BaseSettings):
     admin_token: str = Field(default="dev-admin-token")
     environment: str = Field(default="development", description="development | production")
     reservation_ttl_seconds: int = Field(default=600, ge=1)
-    fail_open: bool = Field(default=False, description="admit without a reservation when the ledger is down")
     sqlite_synchronous: str = Field(default="NORMAL", description="NORMAL or FULL")
     pg_pool_size: int = Field(default=8, ge=1)
 

@@ -235,10 +235,6 @@ class Ledger:
 
         return self.executor.run(op)
 
-    def wallet(self, wallet_id: int) -> Wallet | None:
-        rows = self.wallets_by_ids([wallet_id])
-        return rows[0] if rows else None
-
     def wallets_by_ids(self, ids: Sequence[int]) -> list[Wallet]:
         if not ids:
             return []
