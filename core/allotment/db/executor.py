@@ -120,6 +120,13 @@ class SqliteExecutor(Executor):
             raise LedgerUnavailable("the ledger is closed")
         if getattr(self._local, "in_batch", False):
             return _in_savepoint(self._conn, op)
+        if not self._queue and self._writer.acquire(blocking=False):
+            # uncontended: run it alone, without queueing a future
+            try:
+                if not self._queue:
+                    return self._run_alone(op)
+            finally:
+                self._writer.release()
         future: Future[T] = Future()
         self._queue.append((op, future))
         with self._writer:
@@ -155,6 +162,27 @@ class SqliteExecutor(Executor):
             conn = connect_sqlite(self.path, self.synchronous)
             self._local.conn = conn
         return op(conn)
+
+    def _run_alone(self, op: Op[T]) -> T:
+        """One operation in its own transaction (the caller holds the writer lock)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+        try:
+            value = op(conn)
+        except BaseException:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise LedgerUnavailable(f"ledger commit failed: {exc}") from exc
+        return value
 
     def _drain(self) -> None:
         batch: list[tuple[Op[Any], Future[Any]]] = []

@@ -113,13 +113,22 @@ class WalletRow(SQLModel, table=True):
 
 class ReservationRow(SQLModel, table=True):
     __tablename__ = "reservations"
+    __table_args__ = (
+        # the expiry sweep reads open holds only; settled ones leave the index
+        Index(
+            "ix_reservations_open_expiry",
+            "expires_at",
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+    )
     id: str = Field(primary_key=True, max_length=40)
     request_id: str = Field(max_length=200, unique=True)
-    state: str = Field(max_length=20, index=True)  # open | settled | expired | released
+    state: str = Field(max_length=20)  # open | settled | expired | released
     amount_nanos: int = Field(sa_column=_big())
     wallet_ids: str = Field(sa_column=Column(Text, nullable=False))  # "1,2,3"
     created_at: datetime
-    expires_at: datetime = Field(index=True)
+    expires_at: datetime
     context: str = Field(sa_column=Column(Text, nullable=False))  # JSON: intent + principal
 
 
@@ -136,8 +145,8 @@ class UsageEventRow(SQLModel, table=True):
             postgresql_where=text("kind = 'usage'"),
         ),
         Index("ix_usage_events_ts", "ts"),
-        Index("ix_usage_events_team_ts", "team_id", "ts", "cost_nanos"),
         Index("ix_usage_events_trace", "trace_id"),
+        Index("ix_usage_events_cost", "cost_nanos"),
     )
     id: int | None = Field(default=None, primary_key=True)
     request_id: str = Field(max_length=200)
@@ -175,12 +184,15 @@ class UsageEventRow(SQLModel, table=True):
 
 
 class LedgerEntry(SQLModel, table=True):
-    """Append-only: one row per wallet charged by an event; wallet.spent is their sum."""
+    """Append-only: one row per wallet charged by an event; wallet.spent is their sum.
+
+    No secondary index: entries are read in id order only (``audit verify``), and every index
+    would cost a page write per settle.
+    """
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index("ix_ledger_entries_wallet", "wallet_id"),)
     id: int | None = Field(default=None, primary_key=True)
-    event_id: int = Field(index=True)
+    event_id: int
     wallet_id: int
     amount_nanos: int = Field(sa_column=_big())
     ts: datetime

@@ -6,6 +6,7 @@ Wallets are org, team, person, key and label budgets for the calendar period of 
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,11 @@ def wallet_specs(
     return specs
 
 
+def new_reservation_id() -> str:
+    """``res_`` + the time in ns + randomness: time-ordered, so inserts append to the index."""
+    return f"res_{time.time_ns():016x}{secrets.token_hex(4)}"
+
+
 class SqlLedger:
     """Reservations and settlement against the runtime's SQL ledger."""
 
@@ -119,7 +125,7 @@ class SqlLedger:
         wallets = self.wallet_ids(principal, intent, at)
         now = datetime.now(UTC)
         expires = now + timedelta(seconds=rt.reservation_ttl_seconds)
-        reservation_id = "res_" + secrets.token_hex(10)
+        reservation_id = new_reservation_id()
         context = {
             # ``at`` as decided above, without copying the intent
             "intent": {**intent_to_dict(intent), "at": at.isoformat()},

@@ -384,22 +384,99 @@ def exact_costs(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") ->
 
 
 def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync") -> Price:
-    """Price ``usage`` with an already-resolved entry (see ``RateCardBook.price``)."""
-    exact = exact_costs(resolution.rates, usage, endpoint_mode)
-    with localcontext() as ctx:
-        ctx.prec = 60
-        total = sum(exact.values(), _ZERO)
-        amount = _to_nanos(total)
-        # Informational: each class rounded on its own, so their sum may differ by a nano.
-        components = {name: _to_nanos(value) if value else 0 for name, value in exact.items()}
+    """Price ``usage`` with an already-resolved entry (see ``RateCardBook.price``).
+
+    Exact integer arithmetic: every unit price is a whole number over a power of ten, so the
+    sum is exact and rounded half-even once, equal to the Decimal computation of
+    ``exact_costs`` to the nano-dollar (``tests/core/test_pricing_integer.py`` checks both).
+    """
+    rates = resolution.rates
+    scaled = _scaled_prices(rates, usage.total_input_tokens, _is_batch(endpoint_mode))
+    scale = scaled.scale
+    total = 0
+    components = dict.fromkeys(COMPONENT_KEYS, 0)
+    for name, count, numerator in (
+        ("input", usage.input_tokens, scaled.input),
+        ("cache_read", usage.cache_read_tokens, scaled.cache_read),
+        ("cache_write", usage.cache_write_tokens, scaled.cache_write),
+        ("cache_write_1h", usage.cache_write_1h_tokens, scaled.cache_write_1h),
+        ("output", usage.output_tokens, scaled.output),
+    ):
+        if count:
+            part = count * numerator
+            total += part
+            # Informational: each class rounded on its own, so their sum may differ by a nano.
+            components[name] = _round_half_even(part, scale)
+    if usage.tool_calls or usage.search_calls:
+        fee = usage.tool_calls * scaled.tool_call + usage.search_calls * scaled.search_call
+        total += fee
+        components["per_call"] = _round_half_even(fee, scale)
     return Price(
-        amount_nanos=amount,
+        amount_nanos=_round_half_even(total, scale),
         card_version=resolution.card.version,
         provider=resolution.card.provider,
         model=resolution.model,
         components=components,
-        flags=("deprecated_model",) if resolution.rates.deprecated else (),
+        flags=("deprecated_model",) if rates.deprecated else (),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _ScaledPrices:
+    """Nano-dollars per token (per call for fees), each as an integer numerator over ``scale``."""
+
+    scale: int
+    input: int
+    cache_read: int
+    cache_write: int
+    cache_write_1h: int
+    output: int
+    tool_call: int
+    search_call: int
+
+
+_SCALED: dict[tuple[int, int | None, bool], tuple[ModelRates, _ScaledPrices]] = {}
+
+
+def _scaled_prices(rates: ModelRates, total_input_tokens: int, batch: bool) -> _ScaledPrices:
+    prices = unit_prices(rates, total_input_tokens)
+    key = (id(rates), prices.tier, batch)
+    hit = _SCALED.get(key)
+    if hit is not None and hit[0] is rates:
+        return hit[1]
+    with localcontext() as ctx:
+        ctx.prec = 60
+        scaled = _scale(rates, prices, batch)
+    if len(_SCALED) > _CACHE_LIMIT:
+        _SCALED.clear()
+    _SCALED[key] = (rates, scaled)
+    return scaled
+
+
+def _scale(rates: ModelRates, prices: UnitPrices, batch: bool) -> _ScaledPrices:
+    multiplier = rates.batch if batch else Decimal(1)
+    # USD per 1M tokens x 1e9 nanos / 1e6 tokens = nanos per token: x 1000, times the multiplier
+    per_token = [
+        p * multiplier * 1000
+        for p in (prices.input, prices.cache_read, prices.cache_write, prices.cache_write_1h, prices.output)
+    ]
+    # per-call fees are flat USD per call; the batch multiplier is for token prices only
+    per_call = [rates.per_call.get(name, _ZERO) * _NANOS for name in ("tool_call", "search_call")]
+    values = [*per_token, *per_call]
+    exponent = max(0, *(-int(v.as_tuple().exponent) for v in values))
+    scale = 10**exponent
+    numerators = [int(v.scaleb(exponent)) for v in values]
+    if any(Decimal(n) != v.scaleb(exponent) for n, v in zip(numerators, values, strict=True)):
+        raise PricingError(f"a price of {rates.name} cannot be represented exactly")
+    return _ScaledPrices(scale, *numerators)
+
+
+def _round_half_even(numerator: int, scale: int) -> int:
+    quotient, remainder = divmod(numerator, scale)
+    twice = 2 * remainder
+    if twice > scale or (twice == scale and quotient % 2):
+        quotient += 1
+    return quotient
 
 
 def _file_signature(file: Path) -> tuple[str, int, int]:
