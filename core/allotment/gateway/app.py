@@ -19,6 +19,7 @@ from allotment.errors import AllotmentError, InvalidRequest
 from allotment.gateway import routes_admin, routes_anthropic, routes_decision, routes_openai
 from allotment.gateway.deps import GatewayDep, json_response
 from allotment.gateway.errors import error_response
+from allotment.gateway.fastpath import ProxyRoutes
 from allotment.gateway.mock_upstream import MockUpstream
 from allotment.gateway.state import DEFAULT_MAX_BODY_BYTES, GatewayState
 from allotment.plugins import describe_plugins
@@ -108,5 +109,7 @@ def create_app(
     async def plugins(gateway: GatewayDep) -> Response:
         return json_response([info.to_dict() for info in describe_plugins(gateway.runtime.pm)])
 
+    # before the plugins' hook: middleware they add still wraps the proxy routes
+    app.add_middleware(ProxyRoutes)
     runtime.hooks.register_routes(app)
     return app

@@ -106,3 +106,19 @@ class GatewayMetrics:
             registry=r,
         )
         r.register(WalletCollector(runtime))
+        # labelled children by label values: labels() validates and locks on every call
+        self._requests: dict[tuple[str, int, str], Any] = {}
+        self._upstream: dict[str, Any] = {}
+
+    def count_request(self, route: str, status: int, outcome: str) -> None:
+        key = (route, status, outcome)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(route, str(status), outcome)
+        child.inc()
+
+    def observe_upstream(self, provider: str, seconds: float) -> None:
+        child = self._upstream.get(provider)
+        if child is None:
+            child = self._upstream[provider] = self.upstream_latency.labels(provider)
+        child.observe(seconds)

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from allotment.errors import AllotmentError, Denied, InvalidRequest
@@ -56,11 +56,25 @@ def credential_of(request: Request) -> str:
     raise Denied(401, "invalid_api_key", "no API key: send `Authorization: Bearer <key>`")
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
+def _check_declared(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"request body is larger than {limit} bytes")
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
+    _check_declared(request, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -68,13 +82,38 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise TooLarge(f"request body is larger than {limit} bytes")
         chunks.append(chunk)
-    try:
-        body = orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
+    return _json_object(b"".join(chunks))
+
+
+async def receive_json(request: Request, limit: int) -> dict[str, Any]:
+    """``read_json`` for a request whose body nothing has read yet (the proxy routes).
+
+    It reads the ASGI messages itself: ``Request.stream()``'s async generator costs more than
+    the loop, and a body almost always arrives in one message.
+    """
+    _check_declared(request, limit)
+    receive = request.receive
+    raw = b""
+    chunks: list[bytes] | None = None
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"request body is larger than {limit} bytes")
+            if chunks is not None:
+                chunks.append(chunk)
+            elif raw:
+                chunks = [raw, chunk]
+            else:
+                raw = chunk
+        if not message.get("more_body", False):
+            break
+    return _json_object(raw if chunks is None else b"".join(chunks))
 
 
 def _max_output(body: dict[str, Any], route: str) -> int | None:
@@ -140,7 +179,7 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
     runtime = gateway.runtime
     metrics = gateway.metrics
     try:
-        body = await read_json(request, gateway.max_body_bytes)
+        body = await receive_json(request, gateway.max_body_bytes)
         credential = credential_of(request)
         model_name = body.get("model")
         if not isinstance(model_name, str) or not model_name:
@@ -170,7 +209,7 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
         metrics.admit_latency.observe(time.perf_counter() - started)
     except AllotmentError as exc:
         metrics.denials.labels(exc.code).inc()
-        metrics.requests.labels(route, str(exc.status), "denied").inc()
+        metrics.count_request(route, exc.status, "denied")
         return error_response(exc, dialect=dialect, request_id=request_id)
 
     call = Call(request_id, route, dialect, provider, model)
@@ -188,7 +227,7 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
             response.headers[COST_HEADER] = usd_string(event.cost_nanos)
         return response
     finally:
-        metrics.upstream_latency.labels(provider).observe(time.perf_counter() - started)
+        metrics.observe_upstream(provider, time.perf_counter() - started)
 
     if isinstance(result, Reply):
         return await _complete(gateway, call, body, result)

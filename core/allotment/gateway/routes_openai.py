@@ -17,7 +17,7 @@ router = APIRouter(tags=["openai"])
 
 @router.post("/v1/chat/completions", summary="Chat completion (OpenAI shape)")
 async def chat_completions(request: Request) -> Response:
-    # the hot routes read the state directly: dependency resolution costs more than the lookup
+    # fastpath.ProxyRoutes serves these POSTs before routing; the declarations document them
     return await proxy.handle(request.app.state.gateway, request, "chat")
 
 

@@ -104,7 +104,7 @@ class GatewayState:
         event: UsageEvent | None,
     ) -> None:
         elapsed = time.perf_counter() - call.started
-        self.metrics.requests.labels(call.route, str(status), outcome.value).inc()
+        self.metrics.count_request(call.route, status, outcome.value)
         if log.isEnabledFor(logging.INFO):
             record: dict[str, Any] = {
                 "request_id": call.request_id,
