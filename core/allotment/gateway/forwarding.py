@@ -1,4 +1,4 @@
-"""Forward an admitted call to its provider over one shared aiohttp session.
+"""Forward an admitted call to its provider over one shared pool of keep-alive connections.
 
 OpenAI-compatible providers and Anthropic's native API are passed through byte for byte;
 other providers go through the ``litellm`` SDK when it is installed; ``mock`` answers offline.
@@ -6,14 +6,15 @@ other providers go through the ``litellm`` SDK when it is installed; ``mock`` an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from allotment.errors import AllotmentError
+from allotment.gateway.upstream_http import Origin, UpstreamPool, UpstreamResponse
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 ANTHROPIC_BASE = "https://api.anthropic.com"
@@ -89,8 +90,10 @@ class ByteSource(Protocol):
     def close(self) -> None: ...
 
 
-def passthrough_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower() not in _DROP_HEADERS}
+def passthrough_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Lower-cased names; a repeated header keeps its last value."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {k.lower(): v for k, v in items if k.lower() not in _DROP_HEADERS}
 
 
 def parse_json(body: bytes) -> Any:
@@ -100,25 +103,25 @@ def parse_json(body: bytes) -> Any:
         return None
 
 
-class _AiohttpSource:
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+class _StreamSource:
+    def __init__(self, response: UpstreamResponse) -> None:
         self._response = response
         self.status = response.status
         self.headers = passthrough_headers(response.headers)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for data in self._response.content.iter_any():
+            async for data in self._response:
                 yield data
         except TimeoutError as exc:
             raise UpstreamError(
                 "the provider stopped sending mid-stream", code="upstream_timeout", status=504
             ) from exc
-        except aiohttp.ClientError as exc:
+        except OSError as exc:
             raise UpstreamError(f"the provider's stream broke: {exc}") from exc
 
     def close(self) -> None:
-        # close(), not release(): an abandoned stream must not go back to the pool
+        # an abandoned stream's connection is closed, never reused; a finished one is pooled
         self._response.close()
 
 
@@ -184,38 +187,20 @@ def litellm_available() -> bool:
 
 
 class Forwarder:
-    """Owns the shared ``aiohttp.ClientSession`` (created on the serving loop, closed at exit)."""
+    """Owns the upstream connection pool (opened on the serving loop, closed at exit)."""
 
     def __init__(self, *, connection_limit: int = 512) -> None:
-        self._limit = connection_limit
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(
-                connector=connector, json_serialize=lambda o: orjson.dumps(o).decode()
-            )
-        return self._session
+        self.pool = UpstreamPool(limit=connection_limit, keepalive_seconds=60.0)
+        self._origins: dict[str, Origin] = {}
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        self.pool.close()
 
-    def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
-        key = (seconds, stream)
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            connect = min(10.0, seconds)
-            if stream:  # a stream may run long; bound the silence between chunks instead
-                timeout = aiohttp.ClientTimeout(sock_connect=connect, sock_read=seconds)
-            else:
-                timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=connect)
-            self._timeouts[key] = timeout
-        return timeout
+    def _origin(self, base_url: str) -> Origin:
+        origin = self._origins.get(base_url)
+        if origin is None:
+            origin = self._origins[base_url] = Origin.parse(base_url)
+        return origin
 
     @staticmethod
     def request_headers(target: Target, client_headers: Mapping[str, str]) -> dict[str, str]:
@@ -234,32 +219,42 @@ class Forwarder:
     async def send(
         self, target: Target, path: str, body: bytes, headers: dict[str, str], *, stream: bool
     ) -> Reply | ByteSource:
-        """POST ``body`` to ``target.base_url + path``; a stream returns its open byte source."""
-        url = f"{target.base_url}{path}"
+        """POST ``body`` to ``target.base_url + path``; a stream returns its open byte source.
+
+        A complete answer must arrive within ``target.timeout``; a stream may run long, so
+        the timeout bounds the silence before its headers and between its chunks instead.
+        """
+        timeout = target.timeout
+        deadline = None if stream else asyncio.get_running_loop().time() + timeout
+        response: UpstreamResponse | None = None
         try:
-            response = await self.session.post(
-                url, data=body, headers=headers, timeout=self._timeout(target.timeout, stream)
-            )
+            async with asyncio.timeout_at(deadline):
+                response = await self.pool.post(
+                    self._origin(target.base_url or ""),
+                    path,
+                    body,
+                    headers,
+                    connect_timeout=min(10.0, timeout),
+                    read_timeout=timeout if stream else None,
+                )
+                if stream and response.status == 200:
+                    return _StreamSource(response)
+                raw = await response.read()
         except TimeoutError as exc:
+            if response is not None:
+                response.close()
             raise UpstreamError(
-                f"{target.provider} did not answer within {target.timeout:g}s",
+                f"{target.provider} did not answer within {timeout:g}s",
                 code="upstream_timeout",
                 status=504,
             ) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"could not reach {target.provider}: {exc}") from exc
-        if stream and response.status == 200:
-            return _AiohttpSource(response)
-        try:
-            raw = await response.read()
-        except TimeoutError as exc:
+        except OSError as exc:
+            if response is None:
+                raise UpstreamError(f"could not reach {target.provider}: {_describe(exc)}") from exc
             response.close()
-            raise UpstreamError(
-                f"{target.provider} did not answer within {target.timeout:g}s",
-                code="upstream_timeout",
-                status=504,
-            ) from exc
-        except aiohttp.ClientError as exc:
-            response.close()
-            raise UpstreamError(f"{target.provider} broke the connection: {exc}") from exc
+            raise UpstreamError(f"{target.provider} broke the connection: {_describe(exc)}") from exc
         return Reply(response.status, raw, passthrough_headers(response.headers), parse_json(raw))
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
