@@ -4,7 +4,11 @@ The same fake provider (its own process) is called directly and through the gate
 process, SQLite ledger), interleaved round by round in one run, non-streaming and streaming.
 Prints p50/p99 of each target, the paired added latency, throughput ratios and stream TTFB.
 
-    python bench/gateway_overhead.py [--rounds 2000] [--concurrency 16] [--seconds 5]
+``--baseline SRC`` also runs a gateway from another checkout's sources (``SRC/core`` ...),
+interleaved with the two other targets, so a change is compared with its predecessor in
+the same run: on a shared machine the load moves more between runs than a change does.
+
+    python bench/gateway_overhead.py [--rounds 2000] [--concurrency 16] [--seconds 5] [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -98,11 +102,16 @@ async def sequential(targets: dict[str, tuple[str, dict[str, str]]], rounds: int
             ttfb = [f for _, f in values]
             line += f"  TTFB p50 {pct(ttfb, 50):6.3f} ms  p99 {pct(ttfb, 99):6.3f} ms"
         print(line)
-    added = [g[0] - d[0] for g, d in zip(samples["gateway"], samples["direct"], strict=True)]
-    print(f"  added    p50 {pct(added, 50):+6.3f} ms  p99 {pct(added, 99):+6.3f} ms (paired)")
-    if stream:
-        added_ttfb = [g[1] - d[1] for g, d in zip(samples["gateway"], samples["direct"], strict=True)]
-        print(f"  added TTFB p50 {pct(added_ttfb, 50):+6.3f} ms  p99 {pct(added_ttfb, 99):+6.3f} ms")
+    for name in samples:
+        if name == "direct":
+            continue
+        pairs = list(zip(samples[name], samples["direct"], strict=True))
+        label = "added" if len(samples) == 2 else f"added by {name}"
+        added = [g[0] - d[0] for g, d in pairs]
+        print(f"  {label} p50 {pct(added, 50):+6.3f} ms  p99 {pct(added, 99):+6.3f} ms (paired)")
+        if stream:
+            added_ttfb = [g[1] - d[1] for g, d in pairs]
+            print(f"  {label} TTFB p50 {pct(added_ttfb, 50):+6.3f} ms  p99 {pct(added_ttfb, 99):+6.3f} ms")
 
 
 async def throughput(
@@ -132,15 +141,50 @@ async def throughput(
                 await asyncio.gather(*(worker() for _ in range(concurrency)))
                 rates[name].append(done / (time.perf_counter() - start))
     kind = "stream" if stream else "non-stream"
-    direct = sum(rates["direct"]) / len(rates["direct"])
-    gateway = sum(rates["gateway"]) / len(rates["gateway"])
+    mean = {name: sum(values) / len(values) for name, values in rates.items()}
     print(f"\n{kind}, {concurrency} concurrent, {seconds:g}s per target")
-    for name, rate in (("direct", direct), ("gateway", gateway)):
+    for name, rate in mean.items():
         print(
             f"  {name:8s} {rate:8.0f} req/s  p50 {pct(latencies[name], 50):6.2f} ms"
             f"  p99 {pct(latencies[name], 99):6.2f} ms"
         )
-    print(f"  gateway/direct throughput ratio {gateway / direct:.2f}")
+    for name, rate in mean.items():
+        if name != "direct":
+            print(f"  {name}/direct throughput ratio {rate / mean['direct']:.2f}")
+
+
+def start_gateway(
+    work: Path, fake_port: int, source: Path | None
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """An ``allotment serve`` on its own SQLite file; ``source``: run that checkout's code."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (work / "allotment.yaml").write_text(CONFIG.format(port=fake_port))
+    env = {
+        **os.environ,
+        "ALLOTMENT_DATABASE_URL": f"sqlite:///{work / 'bench.db'}",
+        "ALLOTMENT_ADMIN_TOKEN": "bench-admin",
+    }
+    if source is not None:
+        packages = [str(source / folder) for folder in ("core", "adapters", "plugins")]
+        env["PYTHONPATH"] = os.pathsep.join([*packages, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    allotment = Path(sys.executable).with_name("allotment")
+    command = [str(allotment), "serve", "--config", str(work / "allotment.yaml"), "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz")
+    key = httpx.post(
+        url + "/admin/keys",
+        json={"email": "bench@acme.example"},
+        headers={"Authorization": "Bearer bench-admin"},
+    ).json()["key"]
+    return process, url, key
 
 
 def main() -> None:
@@ -148,58 +192,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--baseline", type=Path, help="another checkout to run interleaved")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="allotment-bench-"))
-    fake_port, gw_port = free_port(), free_port()
+    fake_port = free_port()
     fake = subprocess.Popen([sys.executable, "-c", FAKE, str(fake_port)], stdout=subprocess.PIPE)
     assert fake.stdout is not None and fake.stdout.readline().strip() == b"ready"
-    (work / "allotment.yaml").write_text(CONFIG.format(port=fake_port))
-    env = {
-        **os.environ,
-        "ALLOTMENT_DATABASE_URL": f"sqlite:///{work / 'bench.db'}",
-        "ALLOTMENT_ADMIN_TOKEN": "bench-admin",
-    }
-    allotment = Path(sys.executable).with_name("allotment")
-    gateway = subprocess.Popen(
-        [
-            str(allotment),
-            "serve",
-            "--config",
-            str(work / "allotment.yaml"),
-            "--port",
-            str(gw_port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=work,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    gateways: list[subprocess.Popen[bytes]] = []
     try:
-        gw = f"http://127.0.0.1:{gw_port}"
-        wait_http(gw + "/healthz")
-        key = httpx.post(
-            gw + "/admin/keys",
-            json={"email": "bench@acme.example"},
-            headers={"Authorization": "Bearer bench-admin"},
-        ).json()["key"]
         targets = {
             "direct": (
                 f"http://127.0.0.1:{fake_port}/v1/chat/completions",
                 {"Authorization": "Bearer sk-bench"},
-            ),
-            "gateway": (gw + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}),
+            )
         }
+        sources = {"gateway": None, "baseline": args.baseline} if args.baseline else {"gateway": None}
+        for name, source in sources.items():
+            process, url, key = start_gateway(work / name, fake_port, source)
+            gateways.append(process)
+            targets[name] = (url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"})
         print(f"python {sys.version.split()[0]}, gateway: 1 uvicorn worker, SQLite ledger")
         for stream in (False, True):
             asyncio.run(sequential(targets, args.rounds, stream))
             asyncio.run(throughput(targets, args.concurrency, args.seconds, stream))
     finally:
-        gateway.terminate()
-        fake.terminate()
-        gateway.wait()
-        fake.wait()
+        for process in [*gateways, fake]:
+            process.terminate()
+        for process in [*gateways, fake]:
+            process.wait()
 
 
 if __name__ == "__main__":
