@@ -1,4 +1,4 @@
-"""The ingest loop: tail the access log, parse each complete line, settle or record it, checkpoint.
+"""The ingest loop: tail the access log, parse complete lines, settle or record them in bulk, checkpoint.
 
 One-shot (cron) reads what is there and stops; follow mode polls until stopped.
 """
@@ -13,9 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from allotment.errors import AllotmentError
 from allotment_nginx.checkpoint import CheckpointStore, DbCheckpointStore
-from allotment_nginx.logline import MalformedLine, parse_line
+from allotment_nginx.logline import LogRecord, MalformedLine, parse_line
 from allotment_nginx.sink import LedgerSink
 from allotment_nginx.tailer import Tailer
 
@@ -75,8 +74,7 @@ class LogIngester:
         read = 0
         for batch in self.tailer.batches():
             with self.runtime.batch():  # one ledger transaction per batch of lines
-                for line in batch.lines:
-                    self._line(line)
+                self._lines(batch.lines)
             read += len(batch.lines)
             self.stats.lines += len(batch.lines)
             self.stats.malformed += batch.oversized
@@ -86,23 +84,23 @@ class LogIngester:
         self.stats.rotations = self.tailer.rotations
         return read
 
-    def _line(self, line: bytes) -> None:
-        if not line.strip():
-            return
-        try:
-            record = parse_line(line)
-        except MalformedLine as exc:
-            self.stats.malformed += 1
-            if self.stats.malformed % _MALFORMED_LOG_EVERY == 1:
-                log.warning("nginx tail: malformed line skipped (%s): %.200r", exc, line)
-            return
-        try:
-            self.stats.outcomes[self.sink.handle(record)] += 1
-        except AllotmentError as exc:
-            if exc.status >= 500:
-                raise  # the ledger is down: stop before the checkpoint moves past this line
-            self.stats.failed += 1
-            log.warning("nginx tail: line %s refused by the ledger: %s", record.request_id, exc.message)
+    def _lines(self, lines: list[bytes]) -> None:
+        records: list[LogRecord] = []
+        for line in lines:
+            try:
+                records.append(parse_line(line))
+            except MalformedLine as exc:
+                if not line.strip():
+                    continue
+                self.stats.malformed += 1
+                if self.stats.malformed % _MALFORMED_LOG_EVERY == 1:
+                    log.warning("nginx tail: malformed line skipped (%s): %.200r", exc, line)
+        # a ledger that is down raises here: the batch rolls back and its checkpoint stays put
+        for outcome in self.sink.apply(records):
+            if outcome == "failed":
+                self.stats.failed += 1
+            else:
+                self.stats.outcomes[outcome] += 1
 
     def run(
         self, *, follow: bool = False, interval: float = 0.25, stop: threading.Event | None = None

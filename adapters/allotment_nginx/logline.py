@@ -5,9 +5,8 @@ Token fields are quoted in the log (an unset njs variable logs as ``""``), so th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -18,18 +17,13 @@ class MalformedLine(ValueError):
     """A line that is not one of ours: counted, logged and skipped, never fatal."""
 
 
-_TOKEN_FIELDS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-)
 _CACHE_LIMIT = 4096  # distinct timestamps / label sets remembered (a log repeats them a lot)
+_EMPTY: dict[str, str] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
+class LogRecord(NamedTuple):
+    """One parsed line. A named tuple, not a frozen dataclass: building one is ~6x cheaper."""
+
     request_id: str
     at: datetime | None
     status: int
@@ -39,7 +33,7 @@ class LogRecord:
     stream: bool
     key_hash: str
     person: str
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = _EMPTY
     trace_id: str | None = None
     tokens: tuple[int, int, int, int, int] | None = None  # prompt, completion, cached, written, reasoning
     usage_src: str = ""
@@ -62,23 +56,41 @@ class LogRecord:
         )
 
 
-def _tokens(data: dict[str, Any]) -> tuple[int, int, int, int, int] | None:
-    values = []
-    for key in _TOKEN_FIELDS:
-        value = data.get(key)
-        if value is None or value == "":
-            values.append(-1)
-        elif value.__class__ is str and value.isdigit() and len(value) < 10:
-            values.append(int(value))
-        elif value.__class__ is int and 0 <= value <= MAX_TOKENS_PER_FIELD:
-            values.append(value)
-        else:
-            raise MalformedLine(f"{key} is not a token count: {value!r}")
-    prompt, completion, cached, written, reasoning = values
-    if prompt < 0 and completion < 0:
-        return None
-    prompt, completion = max(prompt, 0), max(completion, 0)
-    cached, written, reasoning = max(cached, 0), max(written, 0), max(reasoning, 0)
+def _count(value: Any, key: str) -> int:
+    """A token field: its count, or -1 when not reported (absent or ``""``)."""
+    if value.__class__ is str:
+        if value.isdecimal() and len(value) < 10:
+            return int(value)
+        if not value:
+            return -1
+    elif value is None:
+        return -1
+    elif value.__class__ is int and 0 <= value <= MAX_TOKENS_PER_FIELD:
+        return int(value)
+    raise MalformedLine(f"{key} is not a token count: {value!r}")
+
+
+def _tokens(
+    prompt: int, completion: int, cached: int, written: int, reasoning: int
+) -> tuple[int, int, int, int, int] | None:
+    if prompt < 0:
+        if completion < 0:
+            return None
+        prompt = 0
+    elif completion < 0:
+        completion = 0
+    if cached < 0:
+        cached = 0
+    if written < 0:
+        written = 0
+    if reasoning < 0:
+        reasoning = 0
+    return _checked(prompt, completion, cached, written, reasoning)
+
+
+def _checked(
+    prompt: int, completion: int, cached: int, written: int, reasoning: int
+) -> tuple[int, int, int, int, int]:
     if cached + written > prompt or reasoning > completion:
         raise MalformedLine("token breakdown exceeds its total")
     if prompt > MAX_TOKENS_PER_FIELD or completion > MAX_TOKENS_PER_FIELD:
@@ -93,9 +105,9 @@ _ts_cache: dict[str, datetime] = {}
 def _labels(text: Any) -> dict[str, str]:
     if not text:
         return {}
-    cached = _labels_cache.get(text)
+    cached = _labels_cache.get(text) if text.__class__ is str else None
     if cached is not None:
-        return dict(cached)
+        return cached.copy()
     try:
         value = orjson.loads(text) if isinstance(text, str) else text
     except orjson.JSONDecodeError:
@@ -103,33 +115,40 @@ def _labels(text: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise MalformedLine("labels is not a JSON object")
     labels = {str(k): str(v) for k, v in value.items()}
-    if len(_labels_cache) >= _CACHE_LIMIT:
-        _labels_cache.clear()
-    _labels_cache[text] = labels
-    return dict(labels)
+    if isinstance(text, str):
+        if len(_labels_cache) >= _CACHE_LIMIT:
+            _labels_cache.clear()
+        _labels_cache[text] = labels
+    return labels.copy()
 
 
 def _ts(text: Any) -> datetime | None:
     if not text:
         return None
-    cached = _ts_cache.get(text)
-    if cached is not None:
-        return cached
+    try:
+        return _ts_cache[text]
+    except (KeyError, TypeError):
+        pass
     try:
         value = datetime.fromisoformat(str(text))
     except ValueError:
         raise MalformedLine(f"bad ts {text!r}") from None
     if len(_ts_cache) >= _CACHE_LIMIT:
         _ts_cache.clear()
-    _ts_cache[text] = value
+    _ts_cache[str(text)] = value
     return value
+
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_new = tuple.__new__
 
 
 def parse_line(line: bytes | str) -> LogRecord:
     """One log line (without its newline) -> ``LogRecord``; raises ``MalformedLine``."""
     try:
-        data = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        data = _loads(line)
+    except _JSONDecodeError:
         raise MalformedLine("not JSON") from None
     if data.__class__ is not dict:
         raise MalformedLine("not a JSON object")
@@ -140,20 +159,67 @@ def parse_line(line: bytes | str) -> LogRecord:
         raise MalformedLine("missing request_id")
     if status.__class__ is not int:
         raise MalformedLine("missing status")
-    return LogRecord(
-        request_id,
-        _ts(get("ts")),
-        status,
-        get("upstream_status") or "",
-        get("uri") or "",
-        get("model") or "",
-        get("stream") == "true",
-        get("key_hash") or "",
-        get("person") or "",
-        _labels(get("labels")),
-        get("trace_id") or None,
-        _tokens(data),
-        get("usage_src") or "",
-        get("reservation_id") or "",
-        get("deny_status") or "",
+    ts = get("ts")
+    at = _ts_cache.get(ts) if ts.__class__ is str else None
+    if at is None:
+        at = _ts(ts)
+    labels = get("labels")
+    if labels:
+        cached_labels = _labels_cache.get(labels) if labels.__class__ is str else None
+        labels = _labels(labels) if cached_labels is None else cached_labels.copy()
+    else:
+        labels = {}
+    prompt = get("prompt_tokens")
+    completion = get("completion_tokens")
+    cached = get("cached_tokens")
+    written = get("cache_write_tokens")
+    reasoning = get("reasoning_tokens")
+    if (
+        # the usual line: five quoted counts; one isdecimal() over all five checks every char
+        prompt.__class__ is str
+        and completion.__class__ is str
+        and cached.__class__ is str
+        and written.__class__ is str
+        and reasoning.__class__ is str
+        and prompt
+        and completion
+        and cached
+        and written
+        and reasoning
+        and len(prompt) < 10
+        and len(completion) < 10
+        and len(cached) < 10
+        and len(written) < 10
+        and len(reasoning) < 10
+        and (prompt + completion + cached + written + reasoning).isdecimal()
+    ):
+        tokens = _checked(int(prompt), int(completion), int(cached), int(written), int(reasoning))
+    else:
+        tokens = _tokens(
+            _count(prompt, "prompt_tokens"),
+            _count(completion, "completion_tokens"),
+            _count(cached, "cached_tokens"),
+            _count(written, "cache_write_tokens"),
+            _count(reasoning, "reasoning_tokens"),
+        )
+    # Built with tuple.__new__: the fields are in declaration order, every one given.
+    return _new(
+        LogRecord,
+        (
+            request_id,
+            at,
+            status,
+            get("upstream_status") or "",
+            get("uri") or "",
+            get("model") or "",
+            get("stream") == "true",
+            get("key_hash") or "",
+            get("person") or "",
+            labels,
+            get("trace_id") or None,
+            tokens,
+            get("usage_src") or "",
+            get("reservation_id") or "",
+            get("deny_status") or "",
+        ),
     )

@@ -1,14 +1,17 @@
-"""Turn one parsed log line into money: settle it by request id, or record it passively.
+"""Turn parsed log lines into money: settle each by request id, or record it passively.
 
-Both core calls are idempotent by request id, so re-reading a line after a crash charges nothing twice.
+A batch of lines goes to the core's bulk path in one transaction; both are idempotent by request
+id, so re-reading a line after a crash charges nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from allotment.bulk import BulkItem, RecordItem, SettleItem, apply_many
 from allotment.codec import intent_from_dict
 from allotment.errors import AllotmentError, Denied, NotFound
 from allotment.types import CallIntent, EndpointMode, Outcome, Principal, Usage
@@ -54,9 +57,52 @@ class LedgerSink:
         self.rt = runtime
         self.aborted = aborted
         self._providers: dict[str, str] = {}
+        self._principals: dict[str, Principal | None] = {}
 
     def handle(self, rec: LogRecord) -> str:
         """Apply one line; returns what happened: settled, recorded, denied, skipped or unknown."""
+        return self.apply([rec])[0]
+
+    def apply(self, records: Sequence[LogRecord]) -> list[str]:
+        """Apply lines in order, in one ledger transaction; one outcome per line.
+
+        Outcomes: settled, recorded, denied, skipped, unknown (no reservation in this ledger)
+        or failed (refused by the ledger, logged). A ledger that is down raises.
+        """
+        outcomes: list[str] = []
+        items: list[BulkItem] = []
+        positions: list[int] = []
+        self._principals = {}  # key hash -> principal, for this batch
+        for rec in records:
+            try:
+                item = self.item(rec)
+            except AllotmentError as exc:
+                if exc.status >= 500:
+                    raise
+                log.warning("nginx tail: line %s refused by the ledger: %s", rec.request_id, exc.message)
+                item = "failed"
+            if isinstance(item, str):
+                outcomes.append(item)
+                continue
+            positions.append(len(outcomes))
+            outcomes.append("settled" if isinstance(item, SettleItem) else "recorded")
+            items.append(item)
+        if not items:
+            return outcomes
+        for position, result in zip(positions, apply_many(self.rt, items), strict=True):
+            error = result.error
+            if error is None:
+                continue
+            if isinstance(error, NotFound):
+                log.warning("nginx line %s: no reservation in this ledger; skipped", result.request_id)
+                outcomes[position] = "unknown"
+            else:
+                log.warning("nginx tail: line %s refused by the ledger: %s", result.request_id, error.message)
+                outcomes[position] = "failed"
+        return outcomes
+
+    def item(self, rec: LogRecord) -> BulkItem | str:
+        """The ledger item for a line, or what happened when it needs none (denied, skipped)."""
         if rec.deny_status:
             return "denied"  # refused before the call: nothing was reserved, nothing to charge
         if rec.reservation_id:
@@ -64,7 +110,7 @@ class LedgerSink:
         return self._record(rec)
 
     # -- enforced ----------------------------------------------------------------------
-    def _settle(self, rec: LogRecord) -> str:
+    def _settle(self, rec: LogRecord) -> SettleItem:
         usage, outcome, flags = rec.usage, outcome_of(rec), ()
         if usage is None:
             if not reached_generation(rec):
@@ -74,12 +120,7 @@ class LedgerSink:
                 outcome = Outcome.CANCELLED
             else:
                 usage, outcome, flags = Usage(), Outcome.CANCELLED, (USAGE_MISSING,)
-        try:
-            self.rt.settle(rec.request_id, usage, outcome, flags=flags)
-        except NotFound:
-            log.warning("nginx line %s: no reservation in this ledger; skipped", rec.request_id)
-            return "unknown"
-        return "settled"
+        return SettleItem(rec.request_id, usage, outcome, flags)
 
     def _reserved_usage(self, request_id: str) -> Usage:
         """The worst case the reservation held, as usage, so settling charges exactly the hold."""
@@ -100,7 +141,7 @@ class LedgerSink:
         return Usage(input_tokens=intent.input_tokens, output_tokens=int(max_out), estimated=True)
 
     # -- passive -----------------------------------------------------------------------
-    def _record(self, rec: LogRecord) -> str:
+    def _record(self, rec: LogRecord) -> RecordItem | str:
         if not rec.model:
             return "skipped"  # not a model call (or the upstream never named a model)
         usage, flags = rec.usage, ()
@@ -118,8 +159,7 @@ class LedgerSink:
             trace_id=rec.trace_id,
             at=rec.at,
         )
-        self.rt.record(intent, usage, outcome_of(rec), principal=self._principal(rec.key_hash), flags=flags)
-        return "recorded"
+        return RecordItem(intent, usage, outcome_of(rec), self._principal(rec.key_hash), flags)
 
     def _resolve(self, name: str) -> tuple[str, str]:
         known = self._providers.get(name)
@@ -135,4 +175,8 @@ class LedgerSink:
     def _principal(self, key_hash: str) -> Principal | None:
         if not key_hash:
             return None
-        return self.rt.find_principal_by_hash(key_hash)
+        try:
+            return self._principals[key_hash]
+        except KeyError:
+            principal = self._principals[key_hash] = self.rt.find_principal_by_hash(key_hash)
+            return principal

@@ -7,38 +7,19 @@ cost, flags, hashes, wallet counters, threshold alerts); with a third-party ``pr
 
 from __future__ import annotations
 
-import math
-import operator
 import weakref
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from hashlib import sha256
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import orjson
-
-from allotment.codec import intent_from_dict, principal_from_dict
-from allotment.db.bulk import BulkStatements
-from allotment.db.ledger import (
-    EVENT_COLUMNS,
-    ReservationState,
-    _add_flag,
-    _hash_value,
-    row_hash,
-)
-from allotment.errors import AllotmentError, InvalidRequest, NotFound
-from allotment.exact_pricing import PriceTables
+from allotment.errors import AllotmentError
 from allotment.types import CallIntent, Outcome, Principal, Usage
 
 if TYPE_CHECKING:
+    from allotment.bulk_writer import BulkWriter
     from allotment.defaults.ledger import SqlLedger
     from allotment.runtime import Runtime
 
-_CACHE_LIMIT = 4096
-_columns = operator.itemgetter(*EVENT_COLUMNS)
-_TS = EVENT_COLUMNS.index("ts")
-_ESTIMATED = EVENT_COLUMNS.index("estimated")
-_ENFORCED = EVENT_COLUMNS.index("enforced")
+__all__ = ["BulkItem", "BulkResult", "RecordItem", "SettleItem", "apply_many", "record_many", "settle_many"]
 
 
 class SettleItem(NamedTuple):
@@ -97,13 +78,18 @@ def apply_many(runtime: Runtime, items: Sequence[BulkItem]) -> list[BulkResult]:
     """
     if not items:
         return []
-    return _writer(runtime).apply(items)
+    plugin = _bundled_only(runtime)
+    if plugin is None:
+        return _through_hooks(runtime, items)
+    return _writer(runtime).apply(plugin, items)
 
 
 _WRITERS: weakref.WeakKeyDictionary[Runtime, BulkWriter] = weakref.WeakKeyDictionary()
 
 
 def _writer(runtime: Runtime) -> BulkWriter:
+    from allotment.bulk_writer import BulkWriter
+
     writer = _WRITERS.get(runtime)
     if writer is None:
         writer = _WRITERS[runtime] = BulkWriter(runtime)
@@ -132,386 +118,33 @@ def _bundled_only(runtime: Runtime) -> SqlLedger | None:
     return reconcile.plugin
 
 
-class _New:
-    """An event this batch creates: its stored columns (as ``Ledger._normalise_event`` gives
-    them), its wallets, the hold it releases and what it costs."""
-
-    __slots__ = ("index", "stored", "wallet_ids", "release", "cost")
-
-    def __init__(
-        self, index: int, stored: dict[str, Any], wallet_ids: Sequence[int], release: int, cost: int
-    ) -> None:
-        self.index = index
-        self.stored = stored
-        self.wallet_ids = wallet_ids
-        self.release = release
-        self.cost = cost
-
-
-class _Caller:
-    """What every passive line of one principal with one label set shares (cached per directory)."""
-
-    __slots__ = ("principal", "labels", "labels_json", "wallet_intent")
-
-    def __init__(
-        self, principal: Principal | None, labels: dict[str, str], wallet_intent: CallIntent
-    ) -> None:
-        self.principal = principal
-        self.labels = labels
-        self.labels_json = _labels_json(labels)
-        self.wallet_intent = wallet_intent  # carries the merged labels, which pick the wallets
-
-
-def _labels_json(labels: dict[str, str]) -> str:
-    return orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
-
-
-class BulkWriter:
-    """One runtime's bulk path: its statements and price tables, reused batch after batch."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.ledger = runtime.ledger
-        self.sql = BulkStatements(runtime.ledger)
-        self._tables: PriceTables | None = None
-        self._ts: dict[datetime, tuple[datetime, Any, str]] = {}
-        self._callers: dict[tuple[int, tuple[tuple[str, str], ...]], _Caller] = {}
-        self._directory: object = None
-
-    def apply(self, items: Sequence[BulkItem]) -> list[BulkResult]:
-        rt = self.runtime
-        plugin = _bundled_only(rt)
-        if plugin is None:
-            return self._through_hooks(items)
-        book = rt.rate_book
-        if self._tables is None or self._tables.book is not book:
-            self._tables = PriceTables(book)
-        if self._directory is not rt.directory:  # config, keys or budgets changed
-            self._directory = rt.directory
-            self._callers = {}
-        with rt.batch():
-            return rt.executor.run(lambda conn: self._write(conn, plugin, items))
-
-    # -- the plugin contract: third-party price/reconcile hooks see every item -----------
-    def _through_hooks(self, items: Sequence[BulkItem]) -> list[BulkResult]:
-        rt = self.runtime
-        results: list[BulkResult] = []
-        with rt.batch():
-            for item in items:
-                try:
-                    if isinstance(item, SettleItem):
-                        event = rt.settle(
-                            item.request_id,
-                            item.usage,
-                            item.outcome,
-                            external_cost_nanos=item.external_cost_nanos,
-                            flags=item.flags,
-                        )
-                    else:
-                        event = rt.record(
-                            item.intent,
-                            item.usage,
-                            item.outcome,
-                            principal=item.principal,
-                            external_cost_nanos=item.external_cost_nanos,
-                            flags=item.flags,
-                        )
-                except AllotmentError as exc:
-                    if exc.status >= 500:
-                        raise
-                    results.append(BulkResult(item.request_id, error=exc))
-                    continue
-                results.append(BulkResult(item.request_id, event.id))
-        return results
-
-    # -- one event each ----------------------------------------------------------------
-    def _caller(self, principal: Principal | None, intent: CallIntent) -> _Caller:
-        key = (id(principal), tuple(intent.labels.items()))
-        caller = self._callers.get(key)
-        if caller is None or caller.principal is not principal:
-            labels = self.runtime.merge_labels(principal, intent.labels)
-            wallet_intent = intent if labels == intent.labels else intent.with_changes(labels=labels)
-            caller = _Caller(principal, labels, wallet_intent)
-            if len(self._callers) >= _CACHE_LIMIT:
-                self._callers.clear()
-            self._callers[key] = caller
-        return caller
-
-    def _recorded(self, plugin: SqlLedger, index: int, item: RecordItem) -> _New:
-        """What ``Runtime.record`` and ``SqlLedger.reconcile`` would append for ``item``."""
-        intent = item.intent
-        principal = item.principal or intent.principal
-        if principal is None and intent.credential:
-            principal = self.runtime.find_principal(intent.credential, {"passive": True})
-        at = intent.at or datetime.now(UTC)
-        caller = self._caller(principal, intent)
-        flags = _usage_flags(item.usage, item.flags)
-        if principal is None:
-            flags.append("unattributed")
-        stored = self._stored(
-            intent, principal, caller.labels, caller.labels_json, at, item, flags, None, None
-        )
-        wallets = sorted(set(plugin.wallet_ids(principal, caller.wallet_intent, at)))
-        return _New(index, stored, wallets, 0, stored["cost_nanos"])
-
-    def _settled(self, index: int, item: SettleItem, reservation: ReservationState, late: bool) -> _New:
-        """What ``Runtime.settle`` and ``Ledger.settle`` would append for ``item``."""
-        context = reservation.context
-        intent = intent_from_dict(context["intent"])
-        principal = principal_from_dict(context.get("principal"))
-        at = intent.at or datetime.now(UTC)
-        flags = _usage_flags(item.usage, item.flags)
-        labels = intent.labels
-        stored = self._stored(
-            intent,
-            principal,
-            labels,
-            _labels_json(labels),
-            at,
-            item,
-            flags,
-            reservation.amount_nanos,
-            reservation.id,
-        )
-        if late:  # the hold already went back when it expired: charge only what was used
-            stored["flags"] = _add_flag(stored["flags"], "late_settle")
-        release = 0 if late else reservation.amount_nanos
-        return _New(index, stored, reservation.wallet_ids, release, stored["cost_nanos"])
-
-    def _stored(
-        self,
-        intent: CallIntent,
-        principal: Principal | None,
-        labels: dict[str, str],
-        labels_json: str,
-        at: datetime,
-        item: BulkItem,
-        flags: list[str],
-        estimate_nanos: int | None,
-        reservation_id: str | None,
-    ) -> dict[str, Any]:
-        """The event ``SqlLedger.reconcile`` builds, priced like ``Runtime._price_settled``, in
-        the stored form ``Ledger._normalise_event`` gives it (the form its row hash is taken of)."""
-        assert self._tables is not None
-        usage = item.usage
-        mode = intent.endpoint_mode.value
-        resolution = self._tables.resolve(intent.provider, intent.model, at)
-        if resolution is not None:
-            price = self._tables.price(resolution, usage, mode)
-            amount, version, model, price_flags = (
-                price.amount_nanos,
-                price.card_version,
-                price.model,
-                price.flags,
-            )
-        else:  # unpriced: the runtime's own policy (fallback price, or $0 flagged)
-            priced_intent = intent.with_changes(labels=labels, at=at, principal=None, credential=None)
-            fallback = self.runtime._price_settled(priced_intent, usage, at)
-            amount, version, model, price_flags = (
-                fallback.amount_nanos,
-                fallback.card_version,
-                fallback.model,
-                fallback.flags,
-            )
-        return {
-            "request_id": intent.request_id,
-            "kind": "usage",
-            "ts": self._utc(at),
-            "person_id": principal.person_id if principal else None,
-            "team_id": principal.team_id if principal else None,
-            "key_id": principal.key_id if principal else None,
-            "cost_center": principal.cost_center if principal else None,
-            "provider": intent.provider,
-            "model": model or intent.model,
-            "endpoint_mode": mode,
-            "input_tokens": int(usage.input_tokens),
-            "cache_read_tokens": int(usage.cache_read_tokens),
-            "cache_write_tokens": int(usage.cache_write_tokens),
-            "cache_write_1h_tokens": int(usage.cache_write_1h_tokens),
-            "output_tokens": int(usage.output_tokens),
-            "reasoning_tokens": int(usage.reasoning_tokens),
-            "tool_calls": int(usage.tool_calls),
-            "search_calls": int(usage.search_calls),
-            "estimated": bool(usage.estimated),
-            "cost_nanos": int(amount),
-            "estimate_nanos": estimate_nanos or 0,
-            "external_cost_nanos": item.external_cost_nanos,
-            "card_version": version,
-            "outcome": item.outcome.value,
-            "enforced": estimate_nanos is not None,
-            "labels": labels_json,
-            "trace_id": intent.trace_id,
-            "retry_of": intent.retry_of,
-            "end_user": intent.end_user,
-            "reservation_id": reservation_id,
-            "flags": ",".join(dict.fromkeys([*price_flags, *flags])),
-        }
-
-    # -- the transaction -------------------------------------------------------------------
-    def _write(self, conn: Any, plugin: SqlLedger, items: Sequence[BulkItem]) -> list[BulkResult]:
-        sql = self.sql
-        first: dict[str, int] = {}  # request id -> index of its first item in the batch
-        for index, item in enumerate(items):
-            first.setdefault(item.request_id, index)
-        existing = sql.existing_events(conn, list(first))
-        settle_ids = list(dict.fromkeys(i.request_id for i in items if isinstance(i, SettleItem)))
-        # only a request whose first item is a settle, with no event yet, may claim its hold
-        to_claim = [
-            rid for rid in settle_ids if rid not in existing and isinstance(items[first[rid]], SettleItem)
-        ]
-        claimed = sql.claim(conn, to_claim) if to_claim else {}
-        others = [rid for rid in settle_ids if rid not in claimed]
-        states = sql.reservations(conn, others) if others else {}
-        raced = [rid for rid, s in states.items() if s.state == "settled" and rid not in existing]
-        if raced:  # settled by another process since our first look: its event is committed now
-            existing.update(sql.existing_events(conn, raced))
-
-        results: list[BulkResult | None] = [None] * len(items)
-        made: dict[str, int] = {}  # request id -> index of the item that creates its event here
-        new: list[_New] = []
-        failed_claims: list[str] = []
-        for index, item in enumerate(items):
-            rid = item.request_id
-            if isinstance(item, RecordItem):
-                if rid in existing or rid in made:
-                    continue
-                try:
-                    new.append(self._recorded(plugin, index, item))
-                except AllotmentError as exc:  # this item alone, as its own call would fail
-                    if exc.status >= 500:
-                        raise
-                    results[index] = BulkResult(rid, error=exc)
-                    continue
-                made[rid] = index
-                continue
-            reservation = claimed.get(rid) or states.get(rid)
-            if reservation is None:
-                error = NotFound(f"no reservation for request {rid!r}", code="unknown_request")
-                results[index] = BulkResult(rid, error=error)
-            elif rid in existing or rid in made:
-                if reservation.state == "open":
-                    # an event of a passive record already holds this request id
-                    results[index] = BulkResult(
-                        rid,
-                        error=InvalidRequest(
-                            f"request {rid!r} was already recorded; its hold is left to expire",
-                            code="duplicate_request",
-                            status=409,
-                        ),
+def _through_hooks(rt: Runtime, items: Sequence[BulkItem]) -> list[BulkResult]:
+    """One ``settle``/``record`` per item, through every plugin's hooks, in one transaction."""
+    results: list[BulkResult] = []
+    with rt.batch():
+        for item in items:
+            try:
+                if isinstance(item, SettleItem):
+                    event = rt.settle(
+                        item.request_id,
+                        item.usage,
+                        item.outcome,
+                        external_cost_nanos=item.external_cost_nanos,
+                        flags=item.flags,
                     )
-            else:
-                try:
-                    new.append(self._settled(index, item, reservation, late=rid not in claimed))
-                except AllotmentError as exc:
-                    if exc.status >= 500:
-                        raise
-                    results[index] = BulkResult(rid, error=exc)
-                    failed_claims.append(rid)
-                    continue
-                made[rid] = index
-        # a claimed hold whose item failed stays open, as its rolled-back settle would leave it
-        failed_claims = [rid for rid in dict.fromkeys(failed_claims) if rid in claimed and rid not in made]
-        if failed_claims:
-            sql.unclaim(conn, failed_claims)
-
-        event_ids = self._append(conn, new)
-        for index, item in enumerate(items):
-            if results[index] is not None:
+                else:
+                    event = rt.record(
+                        item.intent,
+                        item.usage,
+                        item.outcome,
+                        principal=item.principal,
+                        external_cost_nanos=item.external_cost_nanos,
+                        flags=item.flags,
+                    )
+            except AllotmentError as exc:
+                if exc.status >= 500:
+                    raise
+                results.append(BulkResult(item.request_id, error=exc))
                 continue
-            rid = item.request_id
-            if made.get(rid) == index:
-                results[index] = BulkResult(rid, event_ids[rid], True)
-            else:
-                results[index] = BulkResult(rid, existing[rid] if rid in existing else event_ids[rid], False)
-        return [r for r in results if r is not None]
-
-    def _append(self, conn: Any, new: list[_New]) -> dict[str, int]:
-        """Charge the wallets once each, then write every event, entry and threshold alert."""
-        if not new:
-            return {}
-        releases: dict[int, int] = {}
-        costs: dict[int, int] = {}
-        for event in new:
-            for wallet_id in event.wallet_ids:
-                releases[wallet_id] = releases.get(wallet_id, 0) + event.release
-                costs[wallet_id] = costs.get(wallet_id, 0) + event.cost
-        deltas = {w: (releases[w], costs[w]) for w in costs}
-        after = self.sql.charge_wallets(conn, deltas)
-        # replay the batch in order from each wallet's spend before it: the same over_limit
-        # flags and the same crossings (with the spend at the crossing) as one call per item
-        spent = {w: s - deltas[w][1] for w, (s, _) in after.items()}
-        limits = {w: limit for w, (_, limit) in after.items()}
-        thresholds = self.runtime.thresholds
-        # before < fraction * limit <= spent, in integers: before < ceil(mark) <= spent
-        marks = {
-            w: [(f, math.ceil(f * limits[w])) for f in thresholds] if limits[w] > 0 else [] for w in after
-        }
-        crossings: list[tuple[int, str, int, int, Any]] = []
-        rows: list[list[Any]] = []
-        hashed: list[tuple[str, Any, str]] = []  # per new event: row hash, ts as stored, ts as hashed
-        ledger = self.ledger
-        for event in new:
-            over = False
-            cost = event.cost
-            for wallet_id in event.wallet_ids:
-                if wallet_id not in after:
-                    continue  # a wallet row that no longer exists: nothing charged, as one UPDATE does
-                now = spent[wallet_id] = spent[wallet_id] + cost
-                limit = limits[wallet_id]
-                over = over or now > limit
-                before = now - cost
-                for fraction, mark in marks[wallet_id]:
-                    if before < mark <= now:
-                        crossings.append((wallet_id, str(fraction), now, limit, event.index))
-            stored = event.stored
-            if over:
-                stored["flags"] = _add_flag(stored["flags"], "over_limit")
-            digest = row_hash(stored)
-            _, ts_db, stamp = self._when(stored["ts"])
-            params = list(_columns(stored))
-            params[_TS] = ts_db
-            params[_ESTIMATED] = ledger._bool(stored["estimated"])
-            params[_ENFORCED] = ledger._bool(stored["enforced"])
-            params.append(digest)
-            rows.append(params)
-            hashed.append((digest, ts_db, stamp))
-        ids = self.sql.insert_events(conn, rows)
-        entries = []
-        index_ts: dict[int, Any] = {}
-        for event, params, (digest, ts_db, stamp) in zip(new, rows, hashed, strict=True):
-            event_id = ids[params[0]]
-            index_ts[event.index] = ts_db
-            cost = event.cost
-            for wallet_id in event.wallet_ids:
-                # ``entry_hash(digest, wallet_id, cost, stamp)``, inlined: three per line
-                chained = sha256(f"{digest}|{wallet_id}|{cost}|{stamp}".encode()).hexdigest()
-                entries.append((event_id, wallet_id, cost, ts_db, chained))
-        self.sql.insert_entries(conn, entries)
-        if crossings:
-            self.sql.insert_outbox(
-                conn, [(w, f, s, limit, index_ts[index]) for w, f, s, limit, index in crossings]
-            )
-        return ids
-
-    def _utc(self, at: datetime) -> datetime:
-        return self._when(at)[0]
-
-    def _when(self, at: datetime) -> tuple[datetime, Any, str]:
-        """``at`` in UTC, as the driver stores it, and as entry hashes spell it (logs repeat it)."""
-        cached = self._ts.get(at)
-        if cached is None:
-            utc = at.astimezone(UTC)
-            ts_db = self.ledger.ts(utc)
-            stamp = ts_db if isinstance(ts_db, str) else _hash_value(utc)
-            if len(self._ts) >= _CACHE_LIMIT:
-                self._ts.clear()
-            cached = self._ts[at] = (utc, ts_db, stamp)
-        return cached
-
-
-def _usage_flags(usage: Usage, flags: Sequence[str]) -> list[str]:
-    """The caller's flags, then ``estimated_usage`` for estimated counts (as ``Runtime`` orders them)."""
-    out = list(flags)
-    if usage.estimated and "estimated_usage" not in out:
-        out.append("estimated_usage")
-    return out
+            results.append(BulkResult(item.request_id, event.id))
+    return results

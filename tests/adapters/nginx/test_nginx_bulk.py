@@ -1,0 +1,168 @@
+"""The tailer's bulk path without nginx: a mixed log in one transaction, re-reads, a failing ledger.
+
+Runs on SQLite and PostgreSQL through the ``runtime`` fixture.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import text
+
+from allotment.audit import verify
+from allotment.db.bulk import BulkStatements
+from allotment.directory import hash_key
+from allotment.errors import LedgerUnavailable
+from allotment.runtime import Runtime
+from allotment.testing import intent
+from allotment_nginx.checkpoint import FileCheckpointStore
+from allotment_nginx.ingest import LogIngester
+from allotment_nginx.logline import parse_line
+
+AT = "2026-11-23T10:00:00+00:00"
+
+
+def line(**fields: Any) -> bytes:
+    data = {
+        "ts": AT,
+        "request_id": uuid.uuid4().hex,
+        "status": 200,
+        "upstream_status": "200",
+        "model": "gpt-5.4-mini",
+        **fields,
+    }
+    return orjson.dumps(data) + b"\n"
+
+
+def counts(prompt: int, completion: int, cached: int = 0) -> dict[str, str]:
+    return {
+        "prompt_tokens": str(prompt),
+        "completion_tokens": str(completion),
+        "cached_tokens": str(cached),
+        "cache_write_tokens": "0",
+        "reasoning_tokens": "0",
+    }
+
+
+def ledger_rows(rt: Runtime) -> dict[str, list[tuple[Any, ...]]]:
+    with rt.engine.connect() as conn:
+        return {
+            table: [tuple(r) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY id"))]
+            for table in ("usage_events", "ledger_entries", "wallets", "outbox")
+        }
+
+
+def ingest(rt: Runtime, log: Path, state: Path) -> Any:
+    ingester = LogIngester(rt, str(log), store=FileCheckpointStore(state))
+    try:
+        return ingester.run()
+    finally:
+        ingester.close()
+
+
+@pytest.fixture
+def mixed_log(runtime: Runtime, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """Enforced and passive lines of every kind, one duplicate, garbage and a blank line."""
+    key, _ = runtime.admin.issue_key("ada@acme.example")
+    runtime.refresh_directory()
+    at = datetime.fromisoformat(AT)
+    ok = runtime.admit(intent(key, request_id="ok", at=at, input_tokens=1000, max_output_tokens=500))
+    aborted = runtime.admit(intent(key, request_id="abort", at=at, input_tokens=1000, max_output_tokens=500))
+    passive = line(key_hash=hash_key(key), stream="true", **counts(1200, 300, cached=200))
+    lines = [
+        line(request_id="ok", reservation_id=ok.reservation.id, **counts(900, 100)),
+        passive,
+        b"not json at all",
+        line(reservation_id="res_gone", **counts(10, 10)),  # admitted by another ledger
+        line(request_id="abort", reservation_id=aborted.reservation.id),  # client left, no usage
+        line(deny_status="402", status=402),
+        line(model="", uri="/healthz"),
+        b"",
+        passive.rstrip(b"\n"),  # the same line again
+        line(**counts(1000, 100)),  # nobody's key: unattributed
+    ]
+    log = tmp_path / "access.jsonl"
+    log.write_bytes(b"\n".join(x.rstrip(b"\n") for x in lines) + b"\n")
+    return log, {"passive": parse_line(passive.rstrip()).request_id}
+
+
+def test_a_mixed_log_is_settled_and_recorded_in_one_pass_at_exact_costs(
+    runtime: Runtime, mixed_log: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    log, ids = mixed_log
+    stats = ingest(runtime, log, tmp_path / "state.json")
+    assert stats.to_dict() == {
+        "lines": 10,  # the blank line counts as read, never as malformed
+        "settled": 2,
+        "recorded": 3,
+        "denied": 1,
+        "skipped": 1,
+        "unknown": 1,
+        "malformed": 1,
+        "failed": 0,
+        "rotations": 0,
+    }
+    ok, aborted, passive = (runtime.event(r) for r in ("ok", "abort", ids["passive"]))
+    assert ok is not None and aborted is not None and passive is not None
+    # 900 in x 750 + 100 out x 4,500 nanos
+    assert ok.cost_nanos == 675_000 + 450_000 and ok.enforced
+    # the hold's worst case: 1000 in x 750 + 500 out x 4,500
+    assert aborted.cost_nanos == 3_000_000
+    assert set(aborted.flags) == {"usage_missing", "estimated_usage"}
+    # 1000 fresh x 750 + 200 cached x 75 + 300 out x 4,500; passive, a stream
+    assert passive.cost_nanos == 750_000 + 15_000 + 1_350_000
+    assert not passive.enforced and passive.endpoint_mode == "stream"
+    person = next(w for w in runtime.admin.budgets() if w["scope"] == "person")
+    assert (person["spent_nanos"], person["reserved_nanos"]) == (1_125_000 + 3_000_000 + 2_115_000, 0)
+    assert verify(runtime).ok
+
+    before = ledger_rows(runtime)
+    again = ingest(runtime, log, tmp_path / "fresh-state.json")  # a restart without its checkpoint
+    assert ledger_rows(runtime) == before
+    assert again.outcomes["recorded"] == 3 and again.outcomes["settled"] == 2
+
+
+def test_a_ledger_error_applies_nothing_of_the_batch_and_keeps_the_checkpoint(
+    runtime: Runtime, mixed_log: tuple[Path, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, _ = mixed_log
+    before = ledger_rows(runtime)
+    state = tmp_path / "state.json"
+
+    def down(self: BulkStatements, conn: Any, rows: Any) -> dict[str, int]:
+        raise LedgerUnavailable("ledger database unavailable: disk I/O error")
+
+    monkeypatch.setattr(BulkStatements, "insert_events", down)
+    with pytest.raises(LedgerUnavailable):
+        ingest(runtime, log, state)
+    assert ledger_rows(runtime) == before
+    assert FileCheckpointStore(state).load() is None
+    assert runtime.reservation_state("ok") == "open"
+
+    monkeypatch.undo()
+    stats = ingest(runtime, log, state)  # the retry starts from the same place, and counts once
+    assert stats.outcomes["settled"] == 2 and runtime.reservation_state("ok") == "settled"
+    assert FileCheckpointStore(state).load() is not None
+    assert verify(runtime).ok
+
+
+def test_parser_edge_cases_are_malformed_not_crashes() -> None:
+    from allotment_nginx.logline import MalformedLine
+
+    assert parse_line(line(labels={"Feature": "x"})).labels == {"Feature": "x"}
+    assert parse_line(line(prompt_tokens=10, completion_tokens=5)).tokens == (10, 5, 0, 0, 0)
+    for bad in (
+        line(prompt_tokens="²", completion_tokens="1"),  # a digit int() refuses
+        line(**{**counts(100, 5), "cached_tokens": "0000000000005"}),  # longer than any count
+        line(**counts(200_000_000, 1)),
+        line(labels=[1]),
+        line(ts={"at": 1}),
+        line(ts="yesterday"),
+    ):
+        with pytest.raises(MalformedLine):
+            parse_line(bad)
