@@ -10,13 +10,13 @@ import argparse
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from allotment import CallIntent, Usage
+from allotment.ids import new_request_id
 from allotment.runtime import Runtime
 from allotment.testing import temporary_runtime
 
@@ -45,7 +45,7 @@ def bare_update(rt: Runtime) -> Callable[[], None]:
 
 def intent_for(key: str) -> CallIntent:
     return CallIntent(
-        request_id=uuid.uuid4().hex,
+        request_id=new_request_id(),  # what the gateway generates
         provider="openai",
         model="gpt-5.4-mini",
         credential=key,

@@ -8,12 +8,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-import uuid
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from allotment.errors import AllotmentError, Denied, InvalidRequest
+from allotment.ids import time_ordered_id
 from allotment.types import MAX_TOKENS_PER_FIELD, CallIntent, EndpointMode, Outcome, Usage
 from allotment.usage_parsers import from_anthropic, from_bedrock_converse, from_bedrock_invoke_headers
 from allotment_bedrock import metadata
@@ -126,7 +126,7 @@ class Governor:
             body = body_bytes(params.get("body"))
             bound, max_out = invoke_input_bound(body), invoke_max_output(body)
         call = CallState(
-            request_id=f"bedrock-{uuid.uuid4().hex}",
+            request_id=time_ordered_id("bedrock-"),
             operation=op,
             model_id=model_id,
             input_bound=min(bound, MAX_TOKENS_PER_FIELD),

@@ -36,6 +36,13 @@ class Executor:
     def submit(self, op: Op[T]) -> Future[T]:
         raise NotImplementedError
 
+    def run_one(self, op: Op[T]) -> T:
+        """Like ``run`` for an operation that issues exactly one statement, atomic by itself.
+
+        PostgreSQL runs it in autocommit: one round trip instead of BEGIN, statement, COMMIT.
+        """
+        return self.run(op)
+
     async def run_async(self, op: Op[T]) -> T:
         return await asyncio.wrap_future(self.submit(op))
 
@@ -267,7 +274,15 @@ class PostgresExecutor(Executor):
                 "PostgreSQL needs the postgres extra: pip install 'allotment[postgres]'"
             ) from exc
         conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
-        self._pool = ConnectionPool(conninfo, min_size=1, max_size=pool_size, open=True, timeout=30.0)
+        # autocommit: ``run`` opens its transactions explicitly, ``run_one`` needs none
+        self._pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            open=True,
+            timeout=30.0,
+            kwargs={"autocommit": True},
+        )
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="allotment-pg")
         self._local = threading.local()
 
@@ -280,6 +295,17 @@ class PostgresExecutor(Executor):
                 with batch_conn.transaction():  # a savepoint inside the batch's transaction
                     return op(batch_conn)
             with self._pool.connection() as conn, conn.transaction():
+                return op(conn)
+        except psycopg.OperationalError as exc:
+            raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
+
+    def run_one(self, op: Op[T]) -> T:
+        import psycopg
+
+        if getattr(self._local, "conn", None) is not None:
+            return self.run(op)  # inside a batch: a savepoint in the batch's transaction
+        try:
+            with self._pool.connection() as conn:
                 return op(conn)
         except psycopg.OperationalError as exc:
             raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
@@ -300,7 +326,8 @@ class PostgresExecutor(Executor):
         return self._threads.submit(self.run, op)
 
     def read(self, op: Op[T]) -> T:
-        return self.run(op)
+        # the ledger's reads are single statements: autocommit, no BEGIN/COMMIT round trips
+        return self.run_one(op)
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)

@@ -161,15 +161,13 @@ class Ledger:
         self._q = q
         cols = ", ".join(EVENT_COLUMNS) + ", row_hash"
         marks = ", ".join("?" for _ in range(len(EVENT_COLUMNS) + 1))
-        self.sql_reserve_wallet = q(
-            "UPDATE wallets SET reserved_nanos = reserved_nanos + ? "
-            "WHERE id = ? AND limit_nanos - spent_nanos - reserved_nanos >= ?"
-        )
         self.sql_insert_reservation = q(
             "INSERT INTO reservations (id, request_id, state, amount_nanos, wallet_ids, "
             "created_at, expires_at, context) VALUES (?, ?, 'open', ?, ?, ?, ?, ?)"
         )
         self.sql_generation = q("SELECT value FROM meta WHERE key = ?")
+        # PostgreSQL only (migration 0004): the whole reservation in one statement
+        self.sql_reserve_function = q("SELECT allotment_reserve(?::bigint[], ?, ?, ?, ?, ?, ?, ?, ?)")
         self.sql_claim = q("UPDATE reservations SET state = ? WHERE request_id = ? AND state = 'open'")
         self.sql_reservation = q(
             "SELECT id, request_id, state, amount_nanos, wallet_ids, created_at, expires_at, "
@@ -196,6 +194,7 @@ class Ledger:
         self._entries_sql: dict[int, str] = {}
         self._charge_sql: dict[int, str] = {}
         self._reserve_sql: dict[int, str] = {}
+        self._event_entries_sql: dict[int, str] = {}
 
     # -- values ------------------------------------------------------------------------
     def ts(self, value: datetime) -> Any:
@@ -310,16 +309,28 @@ class Ledger:
         )
 
         def op(conn: Any) -> None:
-            if self._sqlite:
-                self._reserve_sqlite(conn, ordered, amount_nanos, generation, reservation_row)
-            else:
-                self._reserve_postgres(conn, ordered, amount_nanos, generation, reservation_row)
+            self._reserve_sqlite(conn, ordered, amount_nanos, generation, reservation_row)
+
+        def op_postgres(conn: Any) -> None:
+            conn.execute(
+                self.sql_reserve_function,
+                (ordered, amount_nanos, generation, reservation_id, request_id, *reservation_row[3:]),
+            )
 
         try:
-            self.executor.run(op)
+            if self._sqlite:
+                self.executor.run(op)
+            else:
+                self.executor.run_one(op_postgres)
         except (BudgetRefused, StaleDirectory):
             raise
         except Exception as exc:
+            state = getattr(exc, "sqlstate", None)
+            if state == "AL402":  # raised by allotment_reserve, DETAIL is the wallet id
+                detail = getattr(getattr(exc, "diag", None), "message_detail", None)
+                raise BudgetRefused(int(detail) if detail else None) from None
+            if state == "AL410":
+                raise StaleDirectory() from None
             if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
                 raise DuplicateRequest(request_id) from exc
             raise
@@ -357,26 +368,6 @@ class Ledger:
                 f"coalesce((SELECT value FROM meta WHERE key = '{GENERATION_KEY}'), ?) = ?)"
             )
         return sql
-
-    def _reserve_postgres(
-        self, conn: Any, ordered: list[int], amount: int, generation: str | None, row: tuple[Any, ...]
-    ) -> None:
-        # Row locks are taken one by one in ascending id order, so concurrent reservations
-        # cannot deadlock; the pipeline sends every statement in one round trip, and a
-        # refusal found afterwards rolls the whole transaction back.
-        with conn.pipeline():
-            current = conn.execute(self.sql_generation, (GENERATION_KEY,))
-            updates = [
-                (wallet_id, conn.execute(self.sql_reserve_wallet, (amount, wallet_id, amount)))
-                for wallet_id in ordered
-            ]
-            conn.execute(self.sql_insert_reservation, row)
-        found = current.fetchone()
-        if generation is not None and found is not None and found[0] != generation:
-            raise StaleDirectory()
-        for wallet_id, cur in updates:
-            if cur.rowcount != 1:
-                raise BudgetRefused(wallet_id)
 
     def reservation(self, request_id: str) -> ReservationState | None:
         def op(conn: Any) -> ReservationState | None:
@@ -422,11 +413,34 @@ class Ledger:
         ``known`` (reservation id, amount, wallet ids) lets the admitting process skip a read.
         """
 
-        def op(conn: Any) -> tuple[int, bool, dict[str, Any]]:
-            if known is not None and conn.execute(self.sql_claim, ("settled", request_id)).rowcount == 1:
-                reservation_id, release, wallet_ids = known
-                values = dict(event, reservation_id=reservation_id)
+        def op_known(conn: Any) -> tuple[int, bool, dict[str, Any]]:
+            assert known is not None
+            reservation_id, release, wallet_ids = known
+            values = dict(event, reservation_id=reservation_id)
+            if self._sqlite:
+                if conn.execute(self.sql_claim, ("settled", request_id)).rowcount != 1:
+                    raise _NotClaimed()
                 return self._append_event(conn, values, wallet_ids, release, thresholds)
+            # PostgreSQL: claim and charge in one round trip; not claimed -> all rolled back
+            cost = int(values["cost_nanos"])
+            with conn.pipeline():
+                claim = conn.execute(self.sql_claim, ("settled", request_id))
+                cursors = [
+                    (wallet_id, conn.execute(self.sql_settle_wallet, (release, cost, wallet_id)))
+                    for wallet_id in sorted(wallet_ids)
+                ]
+            if claim.rowcount != 1:
+                raise _NotClaimed()
+            charged = [(wallet_id, *_spent_limit(cur.fetchone())) for wallet_id, cur in cursors]
+            return self._append_event(conn, values, wallet_ids, release, thresholds, charged=charged)
+
+        if known is not None:
+            try:
+                return self.executor.run(op_known)
+            except _NotClaimed:
+                pass  # settled or expired meanwhile: the general path below sorts it out
+
+        def op(conn: Any) -> tuple[int, bool, dict[str, Any]]:
             row = conn.execute(self.sql_reservation, (request_id,)).fetchone()
             if row is None:
                 raise NotFound(f"no reservation for request {request_id!r}", code="unknown_request")
@@ -467,11 +481,16 @@ class Ledger:
         wallet_ids: Sequence[int],
         release_nanos: int,
         thresholds: Sequence[Decimal],
+        *,
+        charged: list[tuple[int, int, int]] | None = None,
     ) -> tuple[int, bool, dict[str, Any]]:
+        """Charge the wallets (unless ``charged`` says how that went) and append the event."""
         cost = int(values["cost_nanos"])
         over = False
         crossings: list[tuple[int, Decimal, int, int]] = []
-        for wallet_id, spent, limit in self._charge_wallets(conn, wallet_ids, release_nanos, cost):
+        if charged is None:
+            charged = self._charge_wallets(conn, wallet_ids, release_nanos, cost)
+        for wallet_id, spent, limit in charged:
             over = over or spent > limit
             before = spent - cost
             for fraction in thresholds:
@@ -488,13 +507,22 @@ class Ledger:
         params[_ESTIMATED] = self._bool(stored["estimated"])
         params[_ENFORCED] = self._bool(stored["enforced"])
         params.append(digest)
-        event_id = int(conn.execute(self.sql_insert_event, params).fetchone()[0])
-        if wallet_ids:
-            rows: list[Any] = []
-            stamp = ts_db if isinstance(ts_db, str) else _hash_value(stored["ts"])
+        stamp = ts_db if isinstance(ts_db, str) else _hash_value(stored["ts"])
+        if self._sqlite or not wallet_ids:
+            event_id = int(conn.execute(self.sql_insert_event, params).fetchone()[0])
+            if wallet_ids:
+                rows: list[Any] = []
+                for wallet_id in wallet_ids:
+                    rows.extend(
+                        (event_id, wallet_id, cost, ts_db, entry_hash(digest, wallet_id, cost, stamp))
+                    )
+                conn.execute(self._sql_insert_entries(len(wallet_ids)), rows)
+        else:
+            # PostgreSQL: the event and its entries in one statement (one round trip)
             for wallet_id in wallet_ids:
-                rows.extend((event_id, wallet_id, cost, ts_db, entry_hash(digest, wallet_id, cost, stamp)))
-            conn.execute(self._sql_insert_entries(len(wallet_ids)), rows)
+                params.extend((wallet_id, cost, ts_db, entry_hash(digest, wallet_id, cost, stamp)))
+            sql = self._sql_insert_event_entries(len(wallet_ids))
+            event_id = int(conn.execute(sql, params).fetchone()[0])
         for wallet_id, fraction, spent, limit in crossings:
             # the wallet as it was at the crossing, so a delayed alert still tells the truth
             payload = orjson.dumps(
@@ -575,6 +603,19 @@ class Ledger:
             )
         return sql
 
+    def _sql_insert_event_entries(self, count: int) -> str:
+        sql = self._event_entries_sql.get(count)
+        if sql is None:
+            entries = ", ".join(["(%s::bigint, %s::bigint, %s::timestamptz, %s)"] * count)
+            sql = self._event_entries_sql[count] = (
+                f"WITH e AS ({self.sql_insert_event}), "
+                f"x AS (INSERT INTO ledger_entries (event_id, wallet_id, amount_nanos, ts, row_hash) "
+                f"SELECT e.id, v.wallet_id, v.amount, v.ts, v.hash FROM e, "
+                f"(VALUES {entries}) AS v (wallet_id, amount, ts, hash)) "
+                "SELECT id FROM e"
+            )
+        return sql
+
     def _sql_charge_wallets(self, count: int) -> str:
         sql = self._charge_sql.get(count)
         if sql is None:
@@ -638,6 +679,14 @@ class Ledger:
             return "0" if row is None else str(row[0])
 
         return self.executor.read(op)
+
+
+class _NotClaimed(Exception):
+    """The reservation was not open when the admitting process settled it."""
+
+
+def _spent_limit(row: Sequence[Any]) -> tuple[int, int]:
+    return int(row[0]), int(row[1])
 
 
 def _add_flag(flags: str, flag: str) -> str:

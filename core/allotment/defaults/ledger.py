@@ -5,8 +5,6 @@ Wallets are org, team, person, key and label budgets for the calendar period of 
 
 from __future__ import annotations
 
-import secrets
-import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +13,7 @@ from allotment.db.ledger import BudgetRefused, DuplicateRequest, WalletSpec
 from allotment.directory import Directory, period_bounds
 from allotment.errors import Denied, InvalidRequest
 from allotment.hookspecs import hookimpl
+from allotment.ids import new_reservation_id
 from allotment.money import usd_string
 from allotment.types import (
     CallIntent,
@@ -65,11 +64,6 @@ def wallet_specs(
         if limit is not None:
             specs.append(spec("label", f"{key}={value}", limit))
     return specs
-
-
-def new_reservation_id() -> str:
-    """``res_`` + the time in ns + randomness: time-ordered, so inserts append to the index."""
-    return f"res_{time.time_ns():016x}{secrets.token_hex(4)}"
 
 
 class SqlLedger:
@@ -236,8 +230,36 @@ class SqlLedger:
             known = None
             if reservation.state == "open":
                 known = (reservation.id, reservation.amount_nanos, reservation.wallet_ids)
-            event_id, _, stored = rt.ledger.settle(intent.request_id, event, thresholds, known=known)
+            event_id, created, stored = rt.ledger.settle(intent.request_id, event, thresholds, known=known)
         else:
             wallets = self.wallet_ids(principal, intent, at)
-            event_id, _, stored = rt.ledger.record(event, wallets, thresholds)
-        return event_from_columns(event_id, stored)
+            event_id, created, stored = rt.ledger.record(event, wallets, thresholds)
+        if not created:  # the first settle's event, as stored
+            return event_from_columns(event_id, stored)
+        # just written from these very values: no need to decode the stored row again
+        return UsageEvent(
+            id=event_id,
+            request_id=intent.request_id,
+            kind="usage",
+            person_id=event["person_id"],
+            team_id=event["team_id"],
+            key_id=event["key_id"],
+            provider=intent.provider,
+            model=event["model"],
+            usage=usage,
+            cost_nanos=price.amount_nanos,
+            card_version=price.card_version,
+            outcome=outcome,
+            enforced=enforced,
+            labels=dict(intent.labels),
+            trace_id=intent.trace_id,
+            at=stored["ts"],
+            reservation_id=stored["reservation_id"],
+            estimate_nanos=event["estimate_nanos"],
+            flags=tuple(f for f in stored["flags"].split(",") if f),
+            cost_center=event["cost_center"],
+            endpoint_mode=event["endpoint_mode"],
+            retry_of=intent.retry_of,
+            end_user=intent.end_user,
+            external_cost_nanos=event["external_cost_nanos"],
+        )
