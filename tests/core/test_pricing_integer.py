@@ -1,4 +1,4 @@
-"""The integer pricing path equals exact Decimal arithmetic to the nano-dollar, for every card.
+"""The integer pricing paths equal exact Decimal arithmetic to the nano-dollar, for every card.
 
 ``price_with`` prices with integers over a power of ten; ``exact_costs`` is the plain Decimal
 statement of the rule. Both are run on every model of the bundled cards and of the cards
@@ -18,7 +18,7 @@ from allotment.defaults.pricing import default_card_dirs
 from allotment.errors import ConfigError
 from allotment.pricing import RateCardBook, parse_card
 from allotment.pricing import litellm_import as li
-from allotment.pricing.book import Resolution, exact_costs, price_with
+from allotment.pricing.book import Resolution, amount_nanos, exact_costs, price_with
 from allotment.types import Usage
 
 AT = datetime(2026, 7, 1, tzinfo=UTC)
@@ -75,6 +75,7 @@ def check_book(book: RateCardBook, seed: int) -> int:
                     usage,
                     mode,
                 )
+                assert amount_nanos(resolution.rates, usage, mode) == amount  # the bulk path's
                 checked += 1
     return checked
 

@@ -421,6 +421,21 @@ def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync"
     )
 
 
+def amount_nanos(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") -> int:
+    """``price_with(...).amount_nanos`` without the informational components (bulk ingestion)."""
+    scaled = _scaled_prices(rates, usage.total_input_tokens, _is_batch(endpoint_mode))
+    return _round_half_even(
+        usage.input_tokens * scaled.input
+        + usage.cache_read_tokens * scaled.cache_read
+        + usage.cache_write_tokens * scaled.cache_write
+        + usage.cache_write_1h_tokens * scaled.cache_write_1h
+        + usage.output_tokens * scaled.output
+        + usage.tool_calls * scaled.tool_call
+        + usage.search_calls * scaled.search_call,
+        scaled.scale,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _ScaledPrices:
     """Nano-dollars per token (per call for fees), each as an integer numerator over ``scale``."""
