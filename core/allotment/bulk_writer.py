@@ -9,7 +9,6 @@ import math
 import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from hashlib import sha256
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -17,10 +16,10 @@ import orjson
 from allotment.bulk import BulkItem, BulkResult, RecordItem, SettleItem
 from allotment.codec import intent_from_dict, principal_from_dict
 from allotment.db.bulk import BulkStatements
-from allotment.db.ledger import EVENT_COLUMNS, ReservationState, _add_flag, _hash_value, row_hash
+from allotment.db.ledger import EVENT_COLUMNS, ReservationState, _add_flag, _hash_value, entry_hash, row_hash
 from allotment.errors import AllotmentError, InvalidRequest, NotFound
 from allotment.exact_pricing import PriceTables
-from allotment.types import CallIntent, Principal, Usage
+from allotment.types import CallIntent, Principal, usage_flags
 
 if TYPE_CHECKING:
     from allotment.defaults.ledger import SqlLedger
@@ -111,7 +110,7 @@ class BulkWriter:
             principal = self.runtime.find_principal(intent.credential, {"passive": True})
         at = intent.at or datetime.now(UTC)
         caller = self._caller(principal, intent)
-        flags = _usage_flags(item.usage, item.flags)
+        flags = usage_flags(item.usage, item.flags)
         if principal is None:
             flags.append("unattributed")
         stored = self._stored(
@@ -126,7 +125,7 @@ class BulkWriter:
         intent = intent_from_dict(context["intent"])
         principal = principal_from_dict(context.get("principal"))
         at = intent.at or datetime.now(UTC)
-        flags = _usage_flags(item.usage, item.flags)
+        flags = usage_flags(item.usage, item.flags)
         labels = intent.labels
         stored = self._stored(
             intent,
@@ -349,8 +348,7 @@ class BulkWriter:
             index_ts[event.index] = ts_db
             cost = event.cost
             for wallet_id in event.wallet_ids:
-                # ``entry_hash(digest, wallet_id, cost, stamp)``, inlined: three per line
-                chained = sha256(f"{digest}|{wallet_id}|{cost}|{stamp}".encode()).hexdigest()
+                chained = entry_hash(digest, wallet_id, cost, stamp)
                 entries.append((event_id, wallet_id, cost, ts_db, chained))
         self.sql.insert_entries(conn, entries)
         if crossings:
@@ -373,11 +371,3 @@ class BulkWriter:
                 self._ts.clear()
             cached = self._ts[at] = (utc, ts_db, stamp)
         return cached
-
-
-def _usage_flags(usage: Usage, flags: Sequence[str]) -> list[str]:
-    """The caller's flags, then ``estimated_usage`` for estimated counts (as ``Runtime`` orders them)."""
-    out = list(flags)
-    if usage.estimated and "estimated_usage" not in out:
-        out.append("estimated_usage")
-    return out

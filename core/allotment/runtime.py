@@ -37,6 +37,7 @@ from allotment.types import (
     Reservation,
     Usage,
     UsageEvent,
+    usage_flags,
 )
 
 if TYPE_CHECKING:
@@ -375,7 +376,7 @@ class Runtime:
             principal = principal_or_none
         at = intent.at or _now()
         price = self._price_settled(intent, usage, at)
-        details: dict[str, Any] = {"flags": _usage_flags(usage, flags)}
+        details: dict[str, Any] = {"flags": usage_flags(usage, flags)}
         if external_cost_nanos is not None:
             details["external_cost_nanos"] = external_cost_nanos
         event = self.hooks.reconcile(reservation, intent, principal, usage, price, outcome, True, details)
@@ -424,7 +425,7 @@ class Runtime:
             labels=self.merge_labels(principal, intent.labels), at=at, principal=None, credential=None
         )
         price = self._price_settled(intent, usage, at)
-        details: dict[str, Any] = {"flags": _usage_flags(usage, flags)}
+        details: dict[str, Any] = {"flags": usage_flags(usage, flags)}
         if external_cost_nanos is not None:
             details["external_cost_nanos"] = external_cost_nanos
         if principal is None:
@@ -502,10 +503,3 @@ class Runtime:
             for provider, model in self.rate_book.models(_now())
             if tier.allowlist.allows(provider, model)
         )
-
-
-def _usage_flags(usage: Usage, flags: Iterable[str]) -> list[str]:
-    out = list(flags)
-    if usage.estimated and "estimated_usage" not in out:
-        out.append("estimated_usage")
-    return out

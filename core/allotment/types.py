@@ -6,6 +6,7 @@ Adapters build ``CallIntent`` and ``Usage``; the core returns ``Admission`` and 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -316,3 +317,11 @@ class DirectoryChanges:
     people: tuple[DirectoryPerson, ...]
     complete: bool  # True: absent people have left; False: incremental
     cursor: str | None = None
+
+
+def usage_flags(usage: Usage, flags: Iterable[str]) -> list[str]:
+    """The caller's flags, then ``estimated_usage`` when the counts were estimated."""
+    out = list(flags)
+    if usage.estimated and "estimated_usage" not in out:
+        out.append("estimated_usage")
+    return out
