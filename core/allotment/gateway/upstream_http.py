@@ -8,6 +8,7 @@ multidicts, payload classes, tracing hooks), which is most of a forwarded call's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ class UpstreamResponse:
         pool: UpstreamPool,
         origin: Origin,
         conn: _Connection,
+        slots: asyncio.Semaphore,
         status: int,
         headers: list[tuple[str, str]],
         keep_alive: bool,
@@ -127,6 +129,7 @@ class UpstreamResponse:
         self._pool = pool
         self._origin = origin
         self._conn = conn
+        self._slots = slots
         self._read_timeout = read_timeout
         self._done = False
         length: int | None = None
@@ -240,13 +243,13 @@ class UpstreamResponse:
     def _finish(self) -> None:
         if not self._done:
             self._done = True
-            self._pool._release(self._origin, self._conn, reuse=self._keep_alive)
+            self._pool._release(self._origin, self._conn, self._slots, reuse=self._keep_alive)
 
     def close(self) -> None:
         """Abandon the answer: its connection is closed, never reused."""
         if not self._done:
             self._done = True
-            self._pool._release(self._origin, self._conn, reuse=False)
+            self._pool._release(self._origin, self._conn, self._slots, reuse=False)
 
 
 class UpstreamPool:
@@ -256,7 +259,8 @@ class UpstreamPool:
         self._limit = limit
         self._keepalive = keepalive_seconds
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._slots: asyncio.Semaphore | None = None
+        self._slots = asyncio.Semaphore(limit)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._ssl: ssl.SSLContext | None = None
 
     async def post(
@@ -270,12 +274,15 @@ class UpstreamPool:
         read_timeout: float | None,
     ) -> UpstreamResponse:
         """Send ``POST path`` and read the answer's status line and headers."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self._limit)
-        await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # connections and the semaphore belong to one loop
+            self.close()
+            self._loop = loop
+        slots = self._slots
+        await slots.acquire()
         conn: _Connection | None = None
         try:
-            conn = await self._connection(origin, connect_timeout)
+            conn = await self._connection(loop, origin, connect_timeout)
             assert conn.transport is not None
             conn.transport.write(_request_head(origin, path, body, headers) + body)
             if read_timeout is None:
@@ -286,12 +293,13 @@ class UpstreamPool:
         except BaseException:
             if conn is not None:
                 conn.close()
-            self._slots.release()
+            slots.release()
             raise
-        return UpstreamResponse(self, origin, conn, status, response_headers, keep_alive, read_timeout)
+        return UpstreamResponse(self, origin, conn, slots, status, response_headers, keep_alive, read_timeout)
 
-    async def _connection(self, origin: Origin, connect_timeout: float) -> _Connection:
-        loop = asyncio.get_running_loop()
+    async def _connection(
+        self, loop: asyncio.AbstractEventLoop, origin: Origin, connect_timeout: float
+    ) -> _Connection:
         idle = self._idle.get(origin)
         now = loop.time()
         while idle:
@@ -315,21 +323,22 @@ class UpstreamPool:
             )
         return conn
 
-    def _release(self, origin: Origin, conn: _Connection, *, reuse: bool) -> None:
-        if reuse and not conn.closed and not conn.buffer:
+    def _release(self, origin: Origin, conn: _Connection, slots: asyncio.Semaphore, *, reuse: bool) -> None:
+        if reuse and slots is self._slots and not conn.closed and not conn.buffer:
             conn.idle_since = conn.loop.time()
             self._idle.setdefault(origin, []).append(conn)
         else:
             conn.close()
-        if self._slots is not None:
-            self._slots.release()
+        slots.release()
 
     def close(self) -> None:
+        """Close the idle connections; answers still being read close theirs when done."""
         for conns in self._idle.values():
             for conn in conns:
-                conn.close()
+                with contextlib.suppress(RuntimeError):  # its loop may be closed already
+                    conn.close()
         self._idle.clear()
-        self._slots = None
+        self._slots = asyncio.Semaphore(self._limit)
 
 
 def _request_head(origin: Origin, path: str, body: bytes, headers: dict[str, str]) -> bytes:
