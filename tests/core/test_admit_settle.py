@@ -389,3 +389,50 @@ def test_leaving_a_batch_by_an_exception_writes_nothing(runtime: Runtime, ada: s
     admission = runtime.admit(intent(ada))
     runtime.settle(admission.request_id, Usage(output_tokens=1000))
     assert wallets(runtime)["person"]["spent_nanos"] == int(nanos(1000, MINI_OUT))
+
+
+def _person_alerts(rt: Runtime) -> tuple[int, list[dict[str, object]]]:
+    """The person wallet's id and the budget-threshold alerts queued for it."""
+    import orjson
+    from sqlalchemy import text
+
+    wallet_id = next(w.id for w in rt.ledger.all_wallets() if w.scope == "person")
+    with rt.engine.connect() as conn:
+        rows = conn.execute(text("SELECT payload FROM outbox WHERE hook = 'budget_threshold'")).fetchall()
+    payloads = [orjson.loads(row[0]) for row in rows]
+    return wallet_id, [p for p in payloads if p["wallet_id"] == wallet_id]
+
+
+def test_settle_that_crosses_a_threshold_queues_the_alert_with_the_spend_at_the_crossing(
+    runtime: Runtime,
+) -> None:
+    key, _ = runtime.admin.issue_key("sam@acme.example")  # support tier: $200 a month
+    admission = runtime.admit(intent(key, input_tokens=100_000_000, max_output_tokens=6_000_000))
+    event = runtime.settle(admission.request_id, Usage(input_tokens=100_000_000, output_tokens=6_000_000))
+    expected = int(nanos(100_000_000, MINI_IN) + nanos(6_000_000, MINI_OUT))  # $75 + $27
+    assert event.cost_nanos == expected == 102_000_000_000
+    assert "over_limit" not in event.flags
+    person = wallets(runtime)["person"]
+    assert (person["spent_nanos"], person["reserved_nanos"]) == (expected, 0)
+    wallet_id, alerts = _person_alerts(runtime)
+    assert alerts == [
+        {"wallet_id": wallet_id, "fraction": "0.5", "spent_nanos": expected, "limit_nanos": 200_000_000_000}
+    ]
+    assert verify(runtime).ok
+
+
+def test_admitted_call_that_costs_more_than_its_wallet_is_flagged_over_limit(runtime: Runtime) -> None:
+    key, _ = runtime.admin.issue_key("sam@acme.example")  # support tier: $200 a month
+    admission = runtime.admit(intent(key, input_tokens=1_000, max_output_tokens=10))
+    usage = Usage(input_tokens=100_000_000, output_tokens=40_000_000)  # the provider ignored max_tokens
+    event = runtime.settle(admission.request_id, usage)
+    expected = int(nanos(100_000_000, MINI_IN) + nanos(40_000_000, MINI_OUT))  # $75 + $180
+    assert event.cost_nanos == expected
+    assert "over_limit" in event.flags
+    stored = runtime.event(admission.request_id)
+    assert stored is not None and "over_limit" in stored.flags and stored.id == event.id
+    person = wallets(runtime)["person"]
+    assert (person["spent_nanos"], person["reserved_nanos"]) == (expected, 0)
+    _, alerts = _person_alerts(runtime)
+    assert [a["fraction"] for a in alerts] == ["0.5", "0.8", "1.0"]  # as the config spells them
+    assert verify(runtime).ok

@@ -68,3 +68,15 @@ def test_expiry_sweep_uses_the_partial_index_on_sqlite(sqlite_url: str) -> None:
     finally:
         engine.dispose()
     assert any("ix_reservations_open_expiry" in str(row[-1]) for row in plan), plan
+
+
+def test_the_settle_function_inserts_every_event_column() -> None:
+    """Migration 0004 spells the event columns out (a migration is a snapshot): they must be
+    the ledger's. A migration that adds a column must also recreate ``allotment_settle``."""
+    import importlib
+
+    from allotment.db.ledger import EVENT_COLUMNS
+
+    migration = importlib.import_module("allotment.migrations.versions.0004_postgres_reserve_function")
+    spelled = [name.strip() for name in migration.EVENT_COLUMNS.split(",")]
+    assert spelled == [*EVENT_COLUMNS, "row_hash"]

@@ -168,6 +168,9 @@ class Ledger:
         self.sql_generation = q("SELECT value FROM meta WHERE key = ?")
         # PostgreSQL only (migration 0004): the whole reservation in one statement
         self.sql_reserve_function = q("SELECT allotment_reserve(?::bigint[], ?, ?, ?, ?, ?, ?, ?, ?)")
+        self.sql_settle_function = q(
+            "SELECT allotment_settle(?, ?, ?, ?::bigint[], ?::jsonb, ?::text[], ?, ?::text[])"
+        )
         self.sql_claim = q("UPDATE reservations SET state = ? WHERE request_id = ? AND state = 'open'")
         self.sql_reservation = q(
             "SELECT id, request_id, state, amount_nanos, wallet_ids, created_at, expires_at, "
@@ -416,25 +419,16 @@ class Ledger:
         def op_known(conn: Any) -> tuple[int, bool, dict[str, Any]]:
             assert known is not None
             reservation_id, release, wallet_ids = known
-            values = dict(event, reservation_id=reservation_id)
-            if self._sqlite:
-                if conn.execute(self.sql_claim, ("settled", request_id)).rowcount != 1:
-                    raise _NotClaimed()
-                return self._append_event(conn, values, wallet_ids, release, thresholds)
-            # PostgreSQL: claim and charge in one round trip; not claimed -> all rolled back
-            cost = int(values["cost_nanos"])
-            with conn.pipeline():
-                claim = conn.execute(self.sql_claim, ("settled", request_id))
-                cursors = [
-                    (wallet_id, conn.execute(self.sql_settle_wallet, (release, cost, wallet_id)))
-                    for wallet_id in sorted(wallet_ids)
-                ]
-            if claim.rowcount != 1:
+            if conn.execute(self.sql_claim, ("settled", request_id)).rowcount != 1:
                 raise _NotClaimed()
-            charged = [(wallet_id, *_spent_limit(cur.fetchone())) for wallet_id, cur in cursors]
-            return self._append_event(conn, values, wallet_ids, release, thresholds, charged=charged)
+            values = dict(event, reservation_id=reservation_id)
+            return self._append_event(conn, values, wallet_ids, release, thresholds)
 
-        if known is not None:
+        if known is not None and not self._sqlite:
+            done = self._settle_in_one_statement(request_id, event, thresholds, known)
+            if done is not None:
+                return done
+        elif known is not None:
             try:
                 return self.executor.run(op_known)
             except _NotClaimed:
@@ -461,6 +455,44 @@ class Ledger:
 
         return self.executor.run(op)
 
+    def _settle_in_one_statement(
+        self,
+        request_id: str,
+        event: dict[str, Any],
+        thresholds: Sequence[Decimal],
+        known: tuple[str, int, tuple[int, ...]],
+    ) -> tuple[int, bool, dict[str, Any]] | None:
+        """PostgreSQL: the admitting process's settle as one ``allotment_settle`` call.
+
+        None when the general path must decide instead: the reservation was no longer open
+        (nothing changed), or a wallet would end over its limit (the event then carries
+        ``over_limit`` in its hash; the function rolled everything back).
+        """
+        reservation_id, release, wallet_ids = known
+        wallets = sorted(wallet_ids)
+        stored = self._normalise_event(dict(event, reservation_id=reservation_id))
+        digest = row_hash(stored)
+        ts = stored["ts"]
+        stamp = _hash_value(ts)
+        cost = int(stored["cost_nanos"])
+        hashes = [entry_hash(digest, wallet_id, cost, stamp) for wallet_id in wallets]
+        row = orjson.dumps({**stored, "row_hash": digest}).decode()
+        fractions = [str(fraction) for fraction in thresholds]
+        params = (request_id, release, cost, wallets, row, hashes, ts, fractions)
+
+        def op(conn: Any) -> Any:
+            return conn.execute(self.sql_settle_function, params).fetchone()[0]
+
+        try:
+            event_id = self.executor.run_one(op)
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) == "AL409":
+                return None
+            raise
+        if event_id is None:
+            return None
+        return int(event_id), True, stored
+
     def record(
         self, event: dict[str, Any], wallet_ids: Sequence[int], thresholds: Sequence[Decimal]
     ) -> tuple[int, bool, dict[str, Any]]:
@@ -481,16 +513,12 @@ class Ledger:
         wallet_ids: Sequence[int],
         release_nanos: int,
         thresholds: Sequence[Decimal],
-        *,
-        charged: list[tuple[int, int, int]] | None = None,
     ) -> tuple[int, bool, dict[str, Any]]:
-        """Charge the wallets (unless ``charged`` says how that went) and append the event."""
+        """Charge the wallets and append the event (and any threshold crossings)."""
         cost = int(values["cost_nanos"])
         over = False
         crossings: list[tuple[int, Decimal, int, int]] = []
-        if charged is None:
-            charged = self._charge_wallets(conn, wallet_ids, release_nanos, cost)
-        for wallet_id, spent, limit in charged:
+        for wallet_id, spent, limit in self._charge_wallets(conn, wallet_ids, release_nanos, cost):
             over = over or spent > limit
             before = spent - cost
             for fraction in thresholds:
@@ -683,10 +711,6 @@ class Ledger:
 
 class _NotClaimed(Exception):
     """The reservation was not open when the admitting process settled it."""
-
-
-def _spent_limit(row: Sequence[Any]) -> tuple[int, int]:
-    return int(row[0]), int(row[1])
 
 
 def _add_flag(flags: str, flag: str) -> str:
