@@ -145,7 +145,12 @@ class UsageEventRow(SQLModel, table=True):
             postgresql_where=text("kind = 'usage'"),
         ),
         Index("ix_usage_events_ts", "ts"),
-        Index("ix_usage_events_trace", "trace_id"),
+        Index(
+            "ix_usage_events_trace",
+            "trace_id",
+            sqlite_where=text("trace_id IS NOT NULL"),
+            postgresql_where=text("trace_id IS NOT NULL"),
+        ),
         Index("ix_usage_events_cost", "cost_nanos"),
     )
     id: int | None = Field(default=None, primary_key=True)
