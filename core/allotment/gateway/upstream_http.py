@@ -19,6 +19,7 @@ from allotment import __version__
 
 MAX_HEAD_BYTES = 64 * 1024
 _HIGH_WATER = 2 * 1024 * 1024  # stop reading from the socket past this much unread data
+_COALESCE_BYTES = 64 * 1024
 _USER_AGENT = f"allotment/{__version__}"
 
 
@@ -284,7 +285,11 @@ class UpstreamPool:
         try:
             conn = await self._connection(loop, origin, connect_timeout)
             assert conn.transport is not None
-            conn.transport.write(_request_head(origin, path, body, headers) + body)
+            head = _request_head(origin, path, body, headers)
+            if len(body) <= _COALESCE_BYTES:  # one segment for the usual small request
+                conn.transport.write(head + body)
+            else:  # no copy of a large body
+                conn.transport.writelines((head, body))
             if read_timeout is None:
                 status, response_headers, keep_alive = await _read_head(conn)
             else:

@@ -299,3 +299,20 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_large_body_arrives_whole() -> None:
+    async def scenario() -> None:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+            _, body = await read_request(reader)
+            writer.write(ok(b"%d %d" % (len(body), body.count(b"x"))))
+            await reader.read()
+
+        pool = UpstreamPool()
+        async with Server(handler) as origin:
+            body = b"x" * 1_000_000
+            response = await pool.post(origin, "/embeddings", body, {}, connect_timeout=5, read_timeout=5)
+            assert await response.read() == b"1000000 1000000"
+            pool.close()
+
+    run(scenario())
