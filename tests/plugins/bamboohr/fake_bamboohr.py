@@ -8,14 +8,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+
+from allotment.testing.vendor_server import VendorAnswer, VendorRequest, serve_vendor
 
 _PREFIX = re.compile(r"^/api/(?:v1|gateway\.php/(?P<domain>[^/]+)/v1)/(?P<rest>.*)$")
 
@@ -142,45 +142,19 @@ class FakeBambooHR:
 
 @contextmanager
 def serve(fake: FakeBambooHR) -> Iterator[FakeBambooHR]:
-    class Handler(BaseHTTPRequestHandler):
-        def _dispatch(self, method: str) -> None:
-            parts = urlsplit(self.path)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            fake.log.append(
-                {
-                    "method": method,
-                    "path": parts.path,
-                    "query": parse_qs(parts.query),
-                    "headers": dict(self.headers),
-                    "body": body,
-                }
-            )
-            status, headers, payload = fake.handle(
-                method, parts.path, parse_qs(parts.query), self.headers, body
-            )
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def answer(request: VendorRequest) -> VendorAnswer:
+        query = parse_qs(request.query)
+        fake.log.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": query,
+                "headers": dict(request.headers),
+                "body": request.body,
+            }
+        )
+        return fake.handle(request.method, request.path, query, request.headers, request.body)
 
-        def do_GET(self) -> None:
-            self._dispatch("GET")
-
-        def do_POST(self) -> None:
-            self._dispatch("POST")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_vendor(answer, methods=("GET", "POST")) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

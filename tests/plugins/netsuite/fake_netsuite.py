@@ -10,15 +10,15 @@ import hashlib
 import hmac
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote
+
+from allotment.testing.vendor_server import VendorAnswer, VendorRequest, serve_vendor
 
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 _QUERY = re.compile(r"^SELECT id FROM (\w+) WHERE id IN \(([\d, ]+)\)( AND isinactive = 'F')?$")
@@ -179,53 +179,29 @@ class FakeNetSuite:
 
 @contextmanager
 def serve(fake: FakeNetSuite) -> Iterator[FakeNetSuite]:
-    class Handler(BaseHTTPRequestHandler):
-        def _dispatch(self, method: str) -> None:
-            parts = urlsplit(self.path)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            fake.log.append(
-                {
-                    "method": method,
-                    "path": parts.path,
-                    "query": parts.query,
-                    "headers": dict(self.headers),
-                    "body": body,
-                }
-            )
-            status, headers, payload = fake.handle(
-                method, self.headers["Host"], parts.path, parts.query, self.headers, body
-            )
-            data = b"" if payload is None else json.dumps(payload).encode()
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            if data:
-                self.send_header(
-                    "Content-Type",
-                    "application/vnd.oracle.resource+json; type=error"
-                    if status >= 400
-                    else "application/json",
-                )
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(request: VendorRequest) -> VendorAnswer:
+        fake.log.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": request.query,
+                "headers": dict(request.headers),
+                "body": request.body,
+            }
+        )
+        status, headers, payload = fake.handle(
+            request.method,
+            request.headers["Host"],
+            request.path,
+            request.query,
+            request.headers,
+            request.body,
+        )
+        if payload is None:
+            return status, headers, b""
+        kind = "application/vnd.oracle.resource+json; type=error" if status >= 400 else "application/json"
+        return status, {**headers, "Content-Type": kind}, json.dumps(payload).encode()
 
-        def do_POST(self) -> None:
-            self._dispatch("POST")
-
-        def do_PUT(self) -> None:
-            self._dispatch("PUT")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_vendor(answer, methods=("POST", "PUT")) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
+
+from allotment.testing.vendor_server import VendorAnswer, VendorRequest, serve_vendor
 
 STAMP = "2026-01-01T00:00:00Z"
 
@@ -115,31 +115,12 @@ class FakeRippling:
 
 @contextmanager
 def serve(fake: FakeRippling) -> Iterator[FakeRippling]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            parts = urlsplit(self.path)
-            query = parse_qs(parts.query)
-            fake.log.append({"path": parts.path, "query": query, "headers": dict(self.headers)})
-            status, headers, body = fake.handle(parts.path, query, self.headers)
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def answer(request: VendorRequest) -> VendorAnswer:
+        query = parse_qs(request.query)
+        fake.log.append({"path": request.path, "query": query, "headers": dict(request.headers)})
+        status, headers, body = fake.handle(request.path, query, request.headers)
+        return status, {**headers, "Content-Type": "application/json"}, json.dumps(body).encode()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_vendor(answer, methods=("GET",)) as url:
+        fake.url = url
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -23,13 +23,8 @@ class Clock:
 
 @pytest.fixture
 def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack()
-    server = serve(fake)
-    try:
+    with serve(FakeSlack()) as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from allotment.testing.vendor_server import VendorAnswer, VendorRequest, serve_vendor
 
 WEBHOOK_PATH = "/services/T0001/B0001/s3cr3tWebhookToken"
 BOT_TOKEN = "xoxb-test-token"
@@ -135,24 +138,13 @@ def _blocks_valid(blocks: list[Any]) -> bool:
     return True
 
 
-def serve(fake: FakeSlack) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, reply_headers, body = fake.handle(self.path, headers, raw)
-            data = body.encode()
-            self.send_response(status)
-            for name, value in reply_headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+@contextmanager
+def serve(fake: FakeSlack) -> Iterator[FakeSlack]:
+    def answer(request: VendorRequest) -> VendorAnswer:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        status, reply_headers, body = fake.handle(request.target, headers, request.body)
+        return status, reply_headers, body.encode()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    with serve_vendor(answer, methods=("POST",)) as url:
+        fake.url = url
+        yield fake

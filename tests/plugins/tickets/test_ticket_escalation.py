@@ -28,13 +28,8 @@ STEADY = Usage(input_tokens=10_000, output_tokens=1_000)
 
 @pytest.fixture
 def fake() -> Iterator[FakeTickets]:
-    tickets = FakeTickets()
-    server = serve(tickets)
-    try:
+    with serve(FakeTickets()) as tickets:
         yield tickets
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _config(fake: FakeTickets, jira_email: str = "ops@acme.example") -> str:

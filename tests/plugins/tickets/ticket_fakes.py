@@ -11,9 +11,12 @@ import hmac
 import json
 import threading
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from allotment.testing.vendor_server import VendorAnswer, VendorRequest, serve_vendor
 
 JIRA_AUTH = "Basic " + base64.b64encode(b"ops@acme.example:jira-token").decode()
 GITHUB_TOKEN = "github_pat_test"
@@ -205,27 +208,14 @@ class FakeTickets:
         return 204, {}, None
 
 
-def serve(fake: FakeTickets) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def _any(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, reply_headers, body = fake.handle(self.command, self.path, headers, raw)
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            for name, value in reply_headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+@contextmanager
+def serve(fake: FakeTickets) -> Iterator[FakeTickets]:
+    def answer(request: VendorRequest) -> VendorAnswer:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        status, reply_headers, body = fake.handle(request.method, request.target, headers, request.body)
+        data = b"" if body is None else json.dumps(body).encode()
+        return status, {**reply_headers, "Content-Type": "application/json"}, data
 
-        do_GET = do_POST = _any  # noqa: N815 - http.server's naming
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    with serve_vendor(answer, methods=("GET", "POST")) as url:
+        fake.url = url
+        yield fake
