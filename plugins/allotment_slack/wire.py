@@ -1,4 +1,4 @@
-"""A tiny JSON-over-HTTP client on the standard library, shared by the Slack transports.
+"""A tiny JSON-over-HTTP client for the Slack transports, on ``allotment.vendor_http``.
 
 It classifies failures: ``RetryLater`` (429, 5xx, network) versus ``SlackError`` (permanent).
 """
@@ -6,32 +6,20 @@ It classifies failures: ``RetryLater`` (429, 5xx, network) versus ``SlackError``
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from typing import Any
 
-from allotment.vendor_http import retry_after_seconds
+from allotment.vendor_http import TransientVendorError, VendorReply, VendorUnreachable, send
 
 
 class SlackError(Exception):
     """Slack refused the message for a reason a retry will not fix (bad token, no channel)."""
 
 
-class RetryLater(Exception):
+class RetryLater(TransientVendorError):
     """Slack is rate limiting or unavailable; ``after`` is Slack's Retry-After in seconds, if given."""
 
-    def __init__(self, message: str, after: float | None = None) -> None:
-        super().__init__(message)
-        self.after = after
 
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: str
-    headers: dict[str, str]
-
+class Response(VendorReply):
     def json(self) -> Any:
         return json.loads(self.body)
 
@@ -39,23 +27,14 @@ class Response:
 def post_json(url: str, payload: dict[str, Any], headers: dict[str, str], timeout: float) -> Response:
     """POST ``payload``; 429 and 5xx raise ``RetryLater``, other statuses are returned."""
     data = json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, method="POST")
-    request.add_header("Content-Type", "application/json; charset=utf-8")
-    for name, value in headers.items():
-        request.add_header(name, value)
+    sent = {"Content-Type": "application/json; charset=utf-8", **headers}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310 - configured URL
-            return Response(reply.status, reply.read().decode("utf-8", "replace"), dict(reply.headers))
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode("utf-8", "replace")
-        found = dict(exc.headers or {})
-        if exc.code == 429:
-            after = retry_after_seconds(
-                exc.headers.get("Retry-After") if exc.headers else None, fractional=True
-            )
-            raise RetryLater(f"slack rate limited (429), retry after {after}s", after) from None
-        if exc.code >= 500:
-            raise RetryLater(f"slack unavailable ({exc.code}): {body[:200]}") from None
-        return Response(exc.code, body, found)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        reply = send("POST", url, data, sent, timeout)
+    except VendorUnreachable as exc:
         raise RetryLater(f"slack unreachable: {exc}") from None
+    if reply.status == 429:
+        after = reply.retry_after()
+        raise RetryLater(f"slack rate limited (429), retry after {after}s", after)
+    if reply.status >= 500:
+        raise RetryLater(f"slack unavailable ({reply.status}): {reply.body[:200]}")
+    return Response(reply.status, reply.body, reply.headers)

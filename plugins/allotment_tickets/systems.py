@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from allotment.types import Anomaly
-from allotment.vendor_http import retry_after_seconds
 from allotment_tickets import content
-from allotment_tickets.wire import RetryLater, TicketError, refused, request
+from allotment_tickets.wire import Reply, RetryLater, TicketError, refused, request
 
 
 @dataclass(frozen=True)
@@ -106,14 +105,14 @@ class GitHub:
             "X-GitHub-Api-Version": "2022-11-28",
         }
 
-    def _check(self, reply: Any, expected: int) -> None:
+    def _check(self, reply: Reply, expected: int) -> None:
         if reply.status == expected:
             return
         # GitHub's secondary limits answer 403 with retry-after or an exhausted quota
         if reply.status == 403 and (
             reply.headers.get("retry-after") or reply.headers.get("x-ratelimit-remaining") == "0"
         ):
-            after = retry_after_seconds(reply.headers.get("retry-after"), fractional=True)
+            after = reply.retry_after()
             raise RetryLater(f"github rate limited: {reply.body[:200]}", 60.0 if after is None else after)
         raise refused("github", reply)
 
