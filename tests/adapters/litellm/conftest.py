@@ -6,16 +6,11 @@ The proxy and the tests share one SQLite ledger; tests isolate themselves with f
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import sys
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from decimal import Decimal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,70 +23,10 @@ from allotment.config import SAMPLE_CONFIG  # noqa: E402
 from allotment.runtime import Runtime  # noqa: E402
 from allotment.settings import Settings  # noqa: E402
 from allotment.testing.fake_upstream import FakeUpstream  # noqa: E402
-from allotment.types import UsageEvent  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from litellm_harness import Proxy, proxy_config, start_proxy, stop_proxy  # noqa: E402
-
-SETTLE_GRACE_SECONDS = 3
-
-
-@dataclass
-class Stack:
-    fake: FakeUpstream
-    proxy: Proxy
-    runtime: Runtime  # the same database as the proxy: issues keys, reads the ledger
-    workdir: Path
-    clients: list[Any]  # openai clients opened by a test, closed after it
-
-    def key(self, email: str = "ada@acme.example", budget: str | None = "10") -> tuple[str, str]:
-        """A fresh key with its own budget, so each test reads its own key wallet."""
-        key, key_id = self.runtime.admin.issue_key(
-            email, name="litellm-test", monthly_budget=Decimal(budget) if budget else None
-        )
-        self.runtime.refresh_directory()
-        return key, key_id
-
-    def client(self, key: str, **options: Any) -> Any:
-        import openai
-
-        options.setdefault("max_retries", 0)
-        client = openai.OpenAI(base_url=self.proxy.openai_base_url, api_key=key, **options)
-        self.clients.append(client)
-        return client
-
-    def wait_event(self, request_id: str, timeout: float = 20.0) -> UsageEvent:
-        """LiteLLM settles from its queued log events: poll until the event lands."""
-        return wait_for(
-            lambda: self.runtime.event(request_id),
-            timeout,
-            f"no usage event for {request_id}\n{self.proxy.log_tail()}",
-        )
-
-    def probe_records(self, call_id: str) -> list[dict[str, Any]]:
-        """What the contract probe callback saw for one call, in hook order."""
-        path = self.workdir / "probe.jsonl"
-        if not path.exists():
-            return []
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return [r for r in records if r.get("call_id") == call_id]
-
-    def key_wallet(self, key_id: str) -> Any:
-        for wallet in self.runtime.ledger.all_wallets():
-            if wallet.scope == "key" and wallet.scope_id == key_id:
-                return wallet
-        return None
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(0.1)
+from litellm_harness import proxy_config, start_proxy, stop_proxy  # noqa: E402
+from litellm_stack import SETTLE_GRACE_SECONDS, Stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,10 @@ import asyncio
 
 import openai
 import pytest
+from litellm_stack import Stack, wait_for
 from sqlalchemy import text
 
 from allotment.testing.fake_upstream import FakeUpstream, FakeUsage, Script
-from conftest import Stack, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,12 +10,12 @@ from importlib.metadata import version
 
 import httpx
 import pytest
+from litellm_stack import Stack, wait_for
 
 from allotment.testing.fake_upstream import FakeUpstream, FakeUsage, Script
 from allotment_litellm import TESTED_LITELLM_VERSION, AllotmentLogger
 from allotment_litellm.identity import KEY_HASH_FIELD
 from allotment_litellm.logger import HOOKS
-from conftest import Stack, wait_for
 
 
 def test_the_installed_litellm_is_the_tested_version() -> None:
@@ -56,12 +56,8 @@ def test_proxy_exception_carries_status_headers_and_openai_code() -> None:
 def test_pre_call_and_log_event_payloads_have_the_fields_we_read(stack: Stack, fake: FakeUpstream) -> None:
     key, _ = stack.key()
     fake.default = Script(usage=FakeUsage(input_tokens=47, cache_read_tokens=64, output_tokens=222))
-    raw = stack.client(key).chat.completions.with_raw_response.create(
-        model="gpt-4o",
-        messages=[{"role": "user", "content": "hi"}],
-        max_tokens=300,
-        metadata={"feature": "x"},
-        extra_headers={"x-litellm-tags": "environment=dev"},
+    raw = stack.raw_chat(
+        key, max_tokens=300, metadata={"feature": "x"}, extra_headers={"x-litellm-tags": "environment=dev"}
     )
     call_id = raw.headers["x-litellm-call-id"]
     records = wait_for(
@@ -92,21 +88,7 @@ def test_pre_call_and_log_event_payloads_have_the_fields_we_read(stack: Stack, f
 def test_a_stream_logs_one_success_and_a_disconnect_is_marked(stack: Stack, fake: FakeUpstream) -> None:
     key, _ = stack.key()
     fake.default = Script(usage=FakeUsage(input_tokens=10, output_tokens=100), chunk_delay=0.05)
-    body = {
-        "model": "gpt-4o",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 200,
-        "stream": True,
-    }
-    with (
-        httpx.Client(timeout=30) as client,
-        client.stream(
-            "POST",
-            stack.proxy.openai_base_url + "/chat/completions",
-            json=body,
-            headers={"Authorization": f"Bearer {key}"},
-        ) as response,
-    ):
+    with stack.stream(key, max_tokens=200) as response:
         call_id = response.headers["x-litellm-call-id"]
         for index, _ in enumerate(response.iter_lines()):
             if index >= 6:

@@ -5,13 +5,12 @@ Costs are computed by hand from the bundled card: gpt-4o $2.50 in / $1.25 cached
 
 from __future__ import annotations
 
-import httpx
 import openai
 import pytest
+from litellm_stack import SETTLE_GRACE_SECONDS, Stack, token_counts
 
 from allotment.testing.fake_upstream import FakeUpstream, FakeUsage, Script
 from allotment.types import Outcome
-from conftest import SETTLE_GRACE_SECONDS, Stack
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +20,8 @@ GPT4O_IN, GPT4O_CACHED, GPT4O_OUT = 2_500, 1_250, 10_000  # nanos per token
 def test_allowed_model_lands_in_the_ledger_with_exact_cost(stack: Stack, fake: FakeUpstream) -> None:
     key, key_id = stack.key()
     fake.default = Script(usage=FakeUsage(input_tokens=100, output_tokens=20))
-    raw = stack.client(key).chat.completions.with_raw_response.create(
-        model="gpt-4o",
-        messages=[{"role": "user", "content": "hello"}],
-        max_tokens=50,
-        extra_headers={"X-Allotment-Label-Feature": "search"},
+    raw = stack.raw_chat(
+        key, content="hello", max_tokens=50, extra_headers={"X-Allotment-Label-Feature": "search"}
     )
     reply = raw.parse()
     assert reply.choices[0].message.content
@@ -47,17 +43,9 @@ def test_allowed_model_lands_in_the_ledger_with_exact_cost(stack: Stack, fake: F
 def test_cache_tokens_are_priced_from_the_usage_object(stack: Stack, fake: FakeUpstream) -> None:
     key, _ = stack.key()
     fake.default = Script(usage=FakeUsage(input_tokens=47, cache_read_tokens=64, output_tokens=222))
-    raw = stack.client(key).chat.completions.with_raw_response.create(
-        model="gpt-4o",
-        messages=[{"role": "user", "content": "hi"}],
-        max_tokens=300,
-    )
+    raw = stack.raw_chat(key, max_tokens=300)
     event = stack.wait_event(raw.headers["x-litellm-call-id"])
-    assert (event.usage.input_tokens, event.usage.cache_read_tokens, event.usage.output_tokens) == (
-        47,
-        64,
-        222,
-    )
+    assert token_counts(event) == (47, 64, 222)
     assert event.cost_nanos == 47 * GPT4O_IN + 64 * GPT4O_CACHED + 222 * GPT4O_OUT == 2_417_500
     assert event.external_cost_nanos == 2_417_500
 
@@ -118,11 +106,7 @@ def test_stream_settles_with_the_providers_final_usage(stack: Stack, fake: FakeU
     assert fake.requests[0].json["stream_options"] == {"include_usage": True}
     event = stack.wait_event(call_id)
     assert event.endpoint_mode == "stream"
-    assert (event.usage.input_tokens, event.usage.cache_read_tokens, event.usage.output_tokens) == (
-        111,
-        64,
-        40,
-    )
+    assert token_counts(event) == (111, 64, 40)
     assert not event.usage.estimated
     assert event.cost_nanos == 111 * GPT4O_IN + 64 * GPT4O_CACHED + 40 * GPT4O_OUT
     assert stack.key_wallet(key_id).reserved_nanos == 0
@@ -131,21 +115,7 @@ def test_stream_settles_with_the_providers_final_usage(stack: Stack, fake: FakeU
 def test_client_disconnect_mid_stream_is_charged_and_released(stack: Stack, fake: FakeUpstream) -> None:
     key, key_id = stack.key()
     fake.default = Script(usage=FakeUsage(input_tokens=20, output_tokens=200), chunk_delay=0.05)
-    body = {
-        "model": "gpt-4o",
-        "messages": [{"role": "user", "content": "go"}],
-        "max_tokens": 400,
-        "stream": True,
-    }
-    with (
-        httpx.Client(timeout=30) as client,
-        client.stream(
-            "POST",
-            stack.proxy.openai_base_url + "/chat/completions",
-            json=body,
-            headers={"Authorization": f"Bearer {key}"},
-        ) as response,
-    ):
+    with stack.stream(key, max_tokens=400) as response:
         call_id = response.headers["x-litellm-call-id"]
         seen = 0
         for line in response.iter_lines():
@@ -185,30 +155,17 @@ def test_provider_500_releases_the_reservation(stack: Stack, fake: FakeUpstream)
 
 def test_mock_model_with_cache_reads_prices_like_litellm(stack: Stack) -> None:
     key, _ = stack.key()
-    raw = stack.client(key).chat.completions.with_raw_response.create(
-        model="claude-mock-cache",
-        messages=[{"role": "user", "content": "hi"}],
-        max_tokens=100,
-    )
+    raw = stack.raw_chat(key, "claude-mock-cache", max_tokens=100)
     event = stack.wait_event(raw.headers["x-litellm-call-id"])
     # claude-sonnet-4-5: $3 in, $0.30 cache read, $15 out per 1M
-    assert (event.usage.input_tokens, event.usage.cache_read_tokens, event.usage.output_tokens) == (
-        200,
-        1000,
-        50,
-    )
+    assert token_counts(event) == (200, 1000, 50)
     assert event.cost_nanos == 200 * 3_000 + 1000 * 300 + 50 * 15_000 == 1_650_000
     assert event.external_cost_nanos == 1_650_000
     assert event.provider == "anthropic"
 
 
 def test_master_key_with_an_end_user_is_attributed_to_that_person(stack: Stack) -> None:
-    raw = stack.client(stack.proxy.master_key).chat.completions.with_raw_response.create(
-        model="gpt-4o-mock",
-        messages=[{"role": "user", "content": "hi"}],
-        max_tokens=30,
-        user="grace@acme.example",
-    )
+    raw = stack.raw_chat(stack.proxy.master_key, "gpt-4o-mock", max_tokens=30, user="grace@acme.example")
     event = stack.wait_event(raw.headers["x-litellm-call-id"])
     grace = stack.runtime.directory.person_by_email("grace@acme.example")
     assert event.person_id == grace.id and event.end_user == "grace@acme.example"
