@@ -6,6 +6,8 @@ import json
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import httpx
 import openai
@@ -34,6 +36,27 @@ def read_deltas(lines: Iterator[str], count: int, anthropic: bool = False) -> li
     return deltas
 
 
+@contextmanager
+def open_stream(
+    url: str, headers: dict[str, str], body: dict[str, Any], timeout: float = 10
+) -> Iterator[httpx.Response]:
+    """POST ``body`` and hold the streamed response open, so a test can stop reading mid-stream."""
+    with (
+        httpx.Client(timeout=timeout) as client,
+        client.stream("POST", url, headers=headers, json=body) as response,
+    ):
+        yield response
+
+
+def open_chat_stream(
+    base_url: str, secret: str, content: str, timeout: float = 10
+) -> AbstractContextManager[httpx.Response]:
+    """A streamed gpt-4o chat completion of one user message, held open as ``open_stream`` does."""
+    body = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": content}]}
+    headers = {"Authorization": f"Bearer {secret}"}
+    return open_stream(base_url + "/v1/chat/completions", headers, body, timeout)
+
+
 def wait_cancelled(fake: FakeUpstream, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not (fake.requests and fake.requests[-1].cancelled):
@@ -44,20 +67,7 @@ def wait_cancelled(fake: FakeUpstream, timeout: float = 10) -> None:
 def test_client_disconnect_cancels_upstream_and_charges_delivered(gateway, fake) -> None:
     secret, key_id = gateway.issue_key("1")
     fake.default = Script(text="alpha beta gamma delta epsilon", stall_after_chunks=3)
-    body = {
-        "model": "gpt-4o",
-        "stream": True,
-        "messages": [{"role": "user", "content": "hello there"}],
-    }
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream(
-            "POST",
-            gateway.url + "/v1/chat/completions",
-            headers={"Authorization": f"Bearer {secret}"},
-            json=body,
-        ) as response,
-    ):
+    with open_chat_stream(gateway.url, secret, "hello there") as response:
         request_id = response.headers["x-allotment-request-id"]
         assert read_deltas(response.iter_lines(), 3) == ["alpha", " beta", " gamma"]
     wait_cancelled(fake)
@@ -82,12 +92,7 @@ def test_anthropic_disconnect_keeps_the_reported_input(gateway, fake) -> None:
         "stream": True,
         "messages": [{"role": "user", "content": "hello"}],
     }
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream(
-            "POST", gateway.url + "/v1/messages", headers={"x-api-key": secret}, json=body
-        ) as response,
-    ):
+    with open_stream(gateway.url + "/v1/messages", {"x-api-key": secret}, body) as response:
         assert read_deltas(response.iter_lines(), 2, anthropic=True) == ["alpha", " beta"]
     wait_cancelled(fake)
     wallet = gateway.settled_wallet(key_id)
@@ -118,20 +123,7 @@ def test_graceful_shutdown_settles_streams_in_flight(start_gateway_process, fake
     try:
         secret, key_id = server.issue_key("1")
         fake.default = Script(text="alpha beta gamma", stall_after_chunks=2)
-        body = {
-            "model": "gpt-4o",
-            "stream": True,
-            "messages": [{"role": "user", "content": "hello"}],
-        }
-        with (
-            httpx.Client(timeout=30) as client,
-            client.stream(
-                "POST",
-                server.url + "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {secret}"},
-                json=body,
-            ) as response,
-        ):
+        with open_chat_stream(server.url, secret, "hello", timeout=30) as response:
             request_id = response.headers["x-allotment-request-id"]
             lines = response.iter_lines()
             assert read_deltas(lines, 2) == ["alpha", " beta"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from allotment import Outcome, Usage
 from allotment.testing import SAMPLE_CONFIG, intent
@@ -79,89 +80,49 @@ def at(month: int, day: int, hour: int = 12) -> datetime:
     return datetime(2026, month, day, hour, tzinfo=UTC)
 
 
+# the two prompt versions of pat's content generation, and sam's cache-heavy support copilot
+V1_USAGE = Usage(input_tokens=3000, output_tokens=800)
+V2_USAGE = Usage(input_tokens=3400, output_tokens=1200)
+COPILOT_USAGE = Usage(input_tokens=2000, cache_read_tokens=6000, output_tokens=300)
+
+
+def content_gen(prompt_version: str, usage: Usage, when: datetime, **options: Any) -> Ev:
+    """A content-generation call of pat's on gpt-5.4; ``options`` are further ``Ev`` fields."""
+    labels = {"feature": "content-gen", "prompt_version": prompt_version}
+    return Ev("pat", "gpt-5.4", usage, labels, when, **options)
+
+
+def support_copilot(when: datetime, **options: Any) -> Ev:
+    """A support-copilot call of sam's on gpt-5.4-mini."""
+    return Ev("sam", "gpt-5.4-mini", COPILOT_USAGE, {"feature": "support-copilot"}, when, **options)
+
+
+def search_rerank(usage: Usage, when: datetime, **options: Any) -> Ev:
+    """A search-rerank call of grace's on claude-sonnet-4."""
+    return Ev("grace", "claude-sonnet-4", usage, {"feature": "search-rerank"}, when, **options)
+
+
 def traffic() -> list[Ev]:
     evs: list[Ev] = []
-    cg = "content-gen"
     for d in range(3, 10):  # before the v2 release: 14 calls, 10 accepted
         for i in range(2):
-            evs.append(
-                Ev(
-                    "pat",
-                    "gpt-5.4",
-                    Usage(input_tokens=3000, output_tokens=800),
-                    {"feature": cg, "prompt_version": "v1"},
-                    at(7, d, 12 + i),
-                    business="accepted" if (d + i) % 7 < 5 else "rejected",
-                )
-            )
+            business = "accepted" if (d + i) % 7 < 5 else "rejected"
+            evs.append(content_gen("v1", V1_USAGE, at(7, d, 12 + i), business=business))
     for d in range(10, 20):  # after: 30 calls, longer outputs
         for i in range(3):
-            evs.append(
-                Ev(
-                    "pat",
-                    "gpt-5.4",
-                    Usage(input_tokens=3400, output_tokens=1200),
-                    {"feature": cg, "prompt_version": "v2"},
-                    at(7, d, 12 + i),
-                    business="accepted" if i < 2 else None,
-                )
-            )
+            evs.append(content_gen("v2", V2_USAGE, at(7, d, 12 + i), business="accepted" if i < 2 else None))
     # a failed attempt and its retry
-    evs.append(
-        Ev(
-            "pat",
-            "gpt-5.4",
-            Usage(input_tokens=3400),
-            {"feature": cg, "prompt_version": "v2"},
-            at(7, 12, 20),
-            outcome=Outcome.ERROR,
-            rid="req_failed_1",
-        )
-    )
-    evs.append(
-        Ev(
-            "pat",
-            "gpt-5.4",
-            Usage(input_tokens=3400, output_tokens=1200),
-            {"feature": cg, "prompt_version": "v2"},
-            at(7, 12, 21),
-            retry_of="req_failed_1",
-            business="accepted",
-        )
-    )
+    failed = Usage(input_tokens=3400)
+    evs.append(content_gen("v2", failed, at(7, 12, 20), outcome=Outcome.ERROR, rid="req_failed_1"))
+    evs.append(content_gen("v2", V2_USAGE, at(7, 12, 21), retry_of="req_failed_1", business="accepted"))
     for d in range(1, 21):  # support copilot: cache-heavy, one trace a day
         for i in range(2):
-            evs.append(
-                Ev(
-                    "sam",
-                    "gpt-5.4-mini",
-                    Usage(input_tokens=2000, cache_read_tokens=6000, output_tokens=300),
-                    {"feature": "support-copilot"},
-                    at(7, d, 14 + i),
-                    trace=f"t-support-{d}",
-                )
-            )
+            evs.append(support_copilot(at(7, d, 14 + i), trace=f"t-support-{d}"))
     for d in range(5, 15):
-        evs.append(
-            Ev(
-                "grace",
-                "claude-sonnet-4",
-                Usage(input_tokens=1000, output_tokens=50),
-                {"feature": "search-rerank"},
-                at(7, d, 9),
-            )
-        )
+        evs.append(search_rerank(Usage(input_tokens=1000, output_tokens=50), at(7, d, 9)))
     for d in range(15, 19):
-        evs.append(
-            Ev(
-                "grace",
-                "claude-sonnet-4",
-                Usage(input_tokens=10000, output_tokens=200),
-                {"feature": "search-rerank"},
-                at(7, d, 9),
-                mode=EndpointMode.BATCH,
-            )
-        )
+        batch = Usage(input_tokens=10000, output_tokens=200)
+        evs.append(search_rerank(batch, at(7, d, 9), mode=EndpointMode.BATCH))
     for d in (2, 4, 6):  # unlabeled engineering traffic
         evs.append(Ev("ada", "gpt-5.4", Usage(input_tokens=500, output_tokens=100), {}, at(7, d, 10)))
     for d in range(21, 25):  # passive records from a log, over design's budget
@@ -170,7 +131,7 @@ def traffic() -> list[Ev]:
                 "dee",
                 "gpt-5.4-mini",
                 Usage(input_tokens=10000, output_tokens=2000),
-                {"feature": cg},
+                {"feature": "content-gen"},
                 at(7, d, 15),
                 enforced=False,
             )
@@ -188,26 +149,9 @@ def traffic() -> list[Ev]:
     # time-zone edges (org is America/New_York): 31 July local, and 30 June local
     evs.append(Ev("ada", "gpt-5.4", Usage(input_tokens=700, output_tokens=70), {}, at(8, 1, 2)))
     evs.append(Ev("ada", "gpt-5.4", Usage(input_tokens=900, output_tokens=90), {}, at(7, 1, 3)))
-    for i in range(4):  # the previous month
-        evs.append(
-            Ev(
-                "pat",
-                "gpt-5.4",
-                Usage(input_tokens=3000, output_tokens=800),
-                {"feature": cg, "prompt_version": "v1"},
-                at(6, 20, 10 + i),
-            )
-        )
-    for i in range(5):
-        evs.append(
-            Ev(
-                "sam",
-                "gpt-5.4-mini",
-                Usage(input_tokens=2000, cache_read_tokens=6000, output_tokens=300),
-                {"feature": "support-copilot"},
-                at(6, 20, 10 + i),
-            )
-        )
+    # the previous month
+    evs.extend(content_gen("v1", V1_USAGE, at(6, 20, 10 + i)) for i in range(4))
+    evs.extend(support_copilot(at(6, 20, 10 + i)) for i in range(5))
     for n, ev in enumerate(evs):
         ev.rid = ev.rid or f"req_{n:04d}"
     return evs

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -38,12 +39,16 @@ def _config(settings: str) -> str:
     return SAMPLE_CONFIG + "plugins:\n  slack: " + settings + "\n"
 
 
+def _slack_runtime(tmp_path: Path, clock: Any, config: str | None) -> AbstractContextManager[Runtime]:
+    """A runtime with a fresh Slack plugin on ``clock``; ``config`` as ``temporary_runtime`` takes it."""
+    return temporary_runtime(tmp_path, config=config, plugins=[("slack", SlackAlerts(clock))])
+
+
 @pytest.fixture
-def webhook_rt(tmp_path: Path, slack: FakeSlack, clock: Any) -> Iterator[tuple[Runtime, SlackAlerts]]:
-    plugin = SlackAlerts(clock)
+def webhook_rt(tmp_path: Path, slack: FakeSlack, clock: Any) -> Iterator[Runtime]:
     config = _config(f"{{webhook_url: '{slack.webhook_url}', scopes: [person]}}")
-    with temporary_runtime(tmp_path, config=config, plugins=[("slack", plugin)]) as rt:
-        yield rt, plugin
+    with _slack_runtime(tmp_path, clock, config) as rt:
+        yield rt
 
 
 def _spend(rt: Runtime, key: str, calls: int, clock: Any) -> None:
@@ -51,16 +56,22 @@ def _spend(rt: Runtime, key: str, calls: int, clock: Any) -> None:
         rt.record(intent(key, at=clock.now - timedelta(hours=1)), BIG)
 
 
+def _spend_as_sam(rt: Runtime, calls: int, clock: Any) -> str:
+    """A new key for sam (a $200 person wallet) that makes ``calls`` big calls; the key."""
+    key, _ = rt.admin.issue_key("sam@acme.example")
+    _spend(rt, key, calls, clock)
+    return key
+
+
 def _threshold_texts(slack: FakeSlack) -> list[str]:
     return [m["text"] for m in slack.delivered]
 
 
 def test_fifty_eighty_hundred_percent_are_exactly_three_messages_naming_wallet_spend_and_limit(
-    webhook_rt: tuple[Runtime, SlackAlerts], slack: FakeSlack, clock: Any
+    webhook_rt: Runtime, slack: FakeSlack, clock: Any
 ) -> None:
-    rt, _ = webhook_rt
-    key, _ = rt.admin.issue_key("sam@acme.example")
-    _spend(rt, key, 12, clock)  # well past 100%: passive spend may exceed the limit
+    rt = webhook_rt
+    key = _spend_as_sam(rt, 12, clock)  # well past 100%: passive spend may exceed the limit
     deliver(rt, now=clock.now)
     deliver(rt, now=clock.advance(60))
     # each message shows the wallet at its crossing: every call adds $22.50 ($270 / 12), so
@@ -80,11 +91,10 @@ def test_fifty_eighty_hundred_percent_are_exactly_three_messages_naming_wallet_s
 
 
 def test_outage_then_recovery_delivers_each_alert_exactly_once_honouring_retry_after(
-    webhook_rt: tuple[Runtime, SlackAlerts], slack: FakeSlack, clock: Any
+    webhook_rt: Runtime, slack: FakeSlack, clock: Any
 ) -> None:
-    rt, _ = webhook_rt
-    key, _ = rt.admin.issue_key("sam@acme.example")
-    _spend(rt, key, 9, clock)
+    rt = webhook_rt
+    _spend_as_sam(rt, 9, clock)
     slack.fail(1, 500)
     report = deliver(rt, now=clock.now)
     assert report.failed == 1 and slack.delivered == []
@@ -109,15 +119,14 @@ def test_a_restart_after_sending_but_before_the_cursor_moved_never_double_sends(
     tmp_path: Path, slack: FakeSlack, clock: Any
 ) -> None:
     config = _config(f"{{webhook_url: '{slack.webhook_url}', scopes: [person]}}")
-    with temporary_runtime(tmp_path, config=config, plugins=[("slack", SlackAlerts(clock))]) as rt:
-        key, _ = rt.admin.issue_key("sam@acme.example")
-        _spend(rt, key, 9, clock)
+    with _slack_runtime(tmp_path, clock, config) as rt:
+        _spend_as_sam(rt, 9, clock)
         deliver(rt, now=clock.now)
         assert len(slack.delivered) == 3
         # simulate a crash between Slack's "ok" and the outbox saving its cursor
         with rt.write_engine.begin() as conn:
             conn.execute(text("DELETE FROM checkpoints WHERE name = 'outbox:outbox:slack'"))
-    with temporary_runtime(tmp_path, config=None, plugins=[("slack", SlackAlerts(clock))]) as rt:
+    with _slack_runtime(tmp_path, clock, config=None) as rt:
         report = deliver(rt, now=clock.advance(5))
         assert report.errors == []
     assert len(slack.delivered) == 3
@@ -127,9 +136,8 @@ def test_a_long_outage_parks_the_alert_instead_of_dead_lettering_and_the_retry_j
     tmp_path: Path, slack: FakeSlack, clock: Any
 ) -> None:
     config = _config(f"{{webhook_url: '{slack.webhook_url}', scopes: [person], park_after: 3}}")
-    with temporary_runtime(tmp_path, config=config, plugins=[("slack", SlackAlerts(clock))]) as rt:
-        key, _ = rt.admin.issue_key("sam@acme.example")
-        _spend(rt, key, 5, clock)  # only the 50% threshold
+    with _slack_runtime(tmp_path, clock, config) as rt:
+        _spend_as_sam(rt, 5, clock)  # only the 50% threshold
         slack.fail(100, 503)
         for _ in range(4):
             deliver(rt, now=clock.advance(3600))
@@ -178,7 +186,7 @@ def test_bot_token_posts_anomalies_and_threads_repeats_under_the_first_message(
     tmp_path: Path, slack: FakeSlack, clock: Any
 ) -> None:
     config = _config(f"{{bot_token: {BOT_TOKEN}, channel: '#ai-spend', api_base: '{slack.api_base}'}}")
-    with temporary_runtime(tmp_path, config=config, plugins=[("slack", SlackAlerts(clock))]) as rt:
+    with _slack_runtime(tmp_path, clock, config) as rt:
         enqueue(rt, "anomaly_detected", _anomaly(clock.now), "anomaly:a1:0")
         enqueue(rt, "anomaly_detected", _anomaly(clock.now + timedelta(hours=6)), "anomaly:a1:1")
         assert deliver(rt, now=clock.now).delivered == 2
@@ -198,7 +206,7 @@ def test_a_refused_token_is_an_error_the_outbox_keeps_not_a_silent_drop(
     tmp_path: Path, slack: FakeSlack, clock: Any
 ) -> None:
     config = _config(f"{{bot_token: xoxb-wrong, channel: '#ai-spend', api_base: '{slack.api_base}'}}")
-    with temporary_runtime(tmp_path, config=config, plugins=[("slack", SlackAlerts(clock))]) as rt:
+    with _slack_runtime(tmp_path, clock, config) as rt:
         enqueue(rt, "anomaly_detected", _anomaly(clock.now), "anomaly:a1:0")
         report = deliver(rt, now=clock.now)
     assert report.failed == 1 and "invalid_auth" in report.errors[0]
@@ -212,7 +220,7 @@ def test_detected_anomalies_reach_slack_through_the_webhook(
         f"plugins:\n  slack: {{webhook_url: '{slack.webhook_url}', scopes: []}}\n"
         "  anomaly: {token_ceiling: 50000}\n"
     )
-    with temporary_runtime(tmp_path, config=config, plugins=[("slack", SlackAlerts(clock))]) as rt:
+    with _slack_runtime(tmp_path, clock, config) as rt:
         key, key_id = rt.admin.issue_key("ada@acme.example")
         rt.record(
             intent(key, at=clock.now - timedelta(hours=1), trace_id="tr-big"), Usage(input_tokens=80_000)
@@ -225,9 +233,8 @@ def test_detected_anomalies_reach_slack_through_the_webhook(
 
 
 def test_unconfigured_slack_stays_silent_and_bad_settings_fail_loudly(tmp_path: Path, clock: Any) -> None:
-    with temporary_runtime(tmp_path, plugins=[("slack", SlackAlerts(clock))]) as rt:
-        key, _ = rt.admin.issue_key("sam@acme.example")
-        _spend(rt, key, 9, clock)
+    with _slack_runtime(tmp_path, clock, SAMPLE_CONFIG) as rt:
+        _spend_as_sam(rt, 9, clock)
         report = deliver(rt, now=clock.now)
         assert report.errors == []
         rt.apply_config_text(_config("{webhook_url: x, scopes: [persons]}"))
@@ -243,9 +250,8 @@ def test_monthly_summary_posts_last_months_team_spend_once(
     from allotment.jobs import run_job
 
     config = _config(f"{{webhook_url: '{slack.webhook_url}', scopes: [], monthly_summary: true}}")
-    with temporary_runtime(tmp_path, config=config, plugins=[("slack", SlackAlerts(clock))]) as rt:
-        key, _ = rt.admin.issue_key("sam@acme.example")
-        _spend(rt, key, 2, clock)
+    with _slack_runtime(tmp_path, clock, config) as rt:
+        _spend_as_sam(rt, 2, clock)
         december = clock.now + timedelta(days=12)
         assert run_job(rt, "slack-monthly-summary", now=december) == {"period": "2026-11", "teams": 1}
         assert run_job(rt, "slack-monthly-summary", now=december)["skipped"]
@@ -261,23 +267,21 @@ def test_the_entry_point_loads_slack_and_the_environment_can_disable_it() -> Non
     assert "slack" not in {info.name for info in describe_plugins(off)}
 
 
+def _cli_plugin_names(env: dict[str, str]) -> set[str]:
+    """The plugin names ``allotment plugins`` prints when run with ``env``."""
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("allotment")), "plugins"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {p["name"] for p in json.loads(out)}
+
+
 def test_allotment_plugins_cli_lists_slack(tmp_path: Path) -> None:
     env = dict(os.environ, ALLOTMENT_DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}")
     env.pop("ALLOTMENT_DISABLE_PLUGINS", None)
-    out = subprocess.run(
-        [str(Path(sys.executable).with_name("allotment")), "plugins"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "slack" in {p["name"] for p in json.loads(out)}
+    assert "slack" in _cli_plugin_names(env)
     env["ALLOTMENT_DISABLE_PLUGINS"] = "slack"
-    out = subprocess.run(
-        [str(Path(sys.executable).with_name("allotment")), "plugins"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "slack" not in {p["name"] for p in json.loads(out)}
+    assert "slack" not in _cli_plugin_names(env)
