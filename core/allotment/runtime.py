@@ -384,6 +384,19 @@ class Runtime:
             raise LedgerUnavailable("no plugin reconciled the request")
         return event
 
+    def quote(self, request_id: str, usage: Usage) -> Price | None:
+        """What ``settle`` will charge for ``usage``, without touching the ledger.
+
+        From this process's own admission of the request; None when it did not admit it
+        (then only ``settle`` knows). For gateways that answer before they settle.
+        """
+        with self._admissions_lock:
+            cached = self._admissions.get(request_id)
+        if cached is None:
+            return None
+        _, intent, _ = cached
+        return self._price_settled(intent, usage, intent.at or _now())
+
     async def settle_async(
         self,
         request_id: str,

@@ -58,7 +58,7 @@ def test_64_concurrent_calls_against_a_wallet_for_ten(gateway, fake) -> None:
     fake.default = Script(usage=FakeUsage(input_tokens=INPUT_BOUND, output_tokens=MAX_TOKENS), delay=0.05)
     secret, key_id = gateway.issue_key(TEN_CALLS_USD)
     statuses = asyncio.run(_burst([gateway.url], secret))
-    _assert_ten(statuses, gateway.key_wallet(key_id), fake)
+    _assert_ten(statuses, gateway.settled_wallet(key_id), fake)
 
 
 @pytest.mark.postgres
@@ -68,7 +68,7 @@ def test_two_gateways_sharing_postgres_never_overspend(start_gateway_process, po
     fake.default = Script(usage=FakeUsage(input_tokens=INPUT_BOUND, output_tokens=MAX_TOKENS), delay=0.05)
     secret, key_id = first.issue_key(TEN_CALLS_USD)
     statuses = asyncio.run(_burst([first.url, second.url], secret))
-    _assert_ten(statuses, first.key_wallet(key_id), fake)
+    _assert_ten(statuses, first.settled_wallet(key_id), fake)
     # both processes served traffic and agree on the ledger
     with httpx.Client(headers={"Authorization": "Bearer e2e-admin-token"}) as admin:
         other = admin.get(second.url + "/admin/budgets").json()["data"]

@@ -43,7 +43,7 @@ def test_openai_sdk_call_is_charged_exactly(stack, gateway, key, fake) -> None:
     assert completion.usage.prompt_tokens_details.cached_tokens == 100
     expected = 500 * 2_500 + 100 * 1_250 + 40 * 10_000  # gpt-4o per-token nanos
     assert raw.headers["x-allotment-cost"] == "0.001775" and expected == 1_775_000
-    assert gateway.key_wallet(key_id)["spent_nanos"] == expected
+    assert gateway.settled_wallet(key_id)["spent_nanos"] == expected  # settled just after the answer
     assert fake.requests[-1].headers["Authorization"] == "Bearer sk-e2e-openai"
 
 
@@ -82,7 +82,7 @@ def test_anthropic_sdk_stream_is_settled_on_close(stack, gateway, key, fake) -> 
         final = stream.get_final_message()
     assert final.usage.cache_read_input_tokens == 300
     # claude-sonnet-4: 20 x $3/M + 300 x $0.30/M + 12 x $15/M
-    wallet = gateway.key_wallet(key_id)
+    wallet = gateway.settled_wallet(key_id)
     assert (wallet["spent_nanos"], wallet["reserved_nanos"]) == (
         20 * 3_000 + 300 * 300 + 12 * 15_000,
         0,
@@ -96,7 +96,7 @@ def test_openai_sdk_stream_is_settled_on_close(stack, gateway, key, fake) -> Non
     stream = client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == "tok" + " tok" * 7
-    wallet = gateway.key_wallet(key_id)
+    wallet = gateway.settled_wallet(key_id)
     assert (wallet["spent_nanos"], wallet["reserved_nanos"]) == (30 * 2_500 + 8 * 10_000, 0)
 
 
@@ -108,7 +108,7 @@ def test_provider_errors_pass_through_without_charge(stack, gateway, key, fake, 
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert caught.value.status_code == status
-    wallet = gateway.key_wallet(key_id)
+    wallet = gateway.settled_wallet(key_id)
     assert (wallet["spent_nanos"], wallet["reserved_nanos"]) == (0, 0)
 
 
@@ -118,7 +118,7 @@ def test_anthropic_429_reaches_the_sdk_as_a_rate_limit(stack, gateway, key, fake
     client = stack.enter_context(anthropic.Anthropic(base_url=gateway.url, api_key=secret, max_retries=0))
     with pytest.raises(anthropic.RateLimitError):
         client.messages.create(model="claude-sonnet-4", max_tokens=10, messages=HELLO)
-    assert gateway.key_wallet(key_id)["spent_nanos"] == 0
+    assert gateway.settled_wallet(key_id)["spent_nanos"] == 0
 
 
 def test_upstream_timeout_is_504_and_charges_nothing(stack, gateway, key, fake) -> None:
@@ -128,7 +128,7 @@ def test_upstream_timeout_is_504_and_charges_nothing(stack, gateway, key, fake) 
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
     assert caught.value.status_code == 504
-    wallet = gateway.key_wallet(key_id)
+    wallet = gateway.settled_wallet(key_id)
     assert (wallet["spent_nanos"], wallet["reserved_nanos"]) == (0, 0)
 
 

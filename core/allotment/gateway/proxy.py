@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -288,15 +289,29 @@ def _reply_usage(call: Call, body: dict[str, Any], reply: Reply) -> Usage:
 
 
 async def _complete(gateway: GatewayState, call: Call, body: dict[str, Any], reply: Reply) -> Response:
+    """The provider's answer, then the settlement.
+
+    The client does not wait for the ledger: the cost header is the exact price settle will
+    charge (same intent, usage and rate card), and the answer is written before the settle
+    runs. The reservation keeps covering the call until then, so a following request can
+    never overspend; the ledger shows the call a moment after the client has it.
+    """
     headers = dict(reply.headers)
     headers[REQUEST_ID_HEADER] = call.request_id
     if reply.status >= 400:
         # the provider refused: pass its answer through and release the reservation
-        event = await gateway.settle(call, Usage(), Outcome.ERROR, status=reply.status)
+        usage, outcome = Usage(), Outcome.ERROR
     else:
-        usage = _reply_usage(call, body, reply)
-        event = await gateway.settle(call, usage, Outcome.SUCCESS, status=reply.status)
-    if event is not None:
-        headers[COST_HEADER] = usd_string(event.cost_nanos)
+        usage, outcome = _reply_usage(call, body, reply), Outcome.SUCCESS
     media = headers.pop("content-type", "application/json")
-    return Response(reply.body, status_code=reply.status, headers=headers, media_type=media)
+    price = gateway.runtime.quote(call.request_id, usage)
+    if price is None:  # admitted elsewhere: settle first, the header then says what it charged
+        event = await gateway.settle(call, usage, outcome, status=reply.status)
+        if event is not None:
+            headers[COST_HEADER] = usd_string(event.cost_nanos)
+        return Response(reply.body, status_code=reply.status, headers=headers, media_type=media)
+    headers[COST_HEADER] = usd_string(price.amount_nanos)
+    settle = BackgroundTask(gateway.settle, call, usage, outcome, status=reply.status)
+    return Response(
+        reply.body, status_code=reply.status, headers=headers, media_type=media, background=settle
+    )

@@ -277,11 +277,17 @@ class SettlingStream(Response):
         except OSError:  # the client's socket failed under us
             return
         if failure is None and tracker.error is None and tracker.completed:
-            settled = await asyncio.shield(self._finish(Outcome.SUCCESS))
-            trailer = b""
-            if settled is not None:
-                trailer = b": x-allotment-cost " + usd_string(settled.cost_nanos).encode() + b"\n\n"
+            price = self.gateway.runtime.quote(self.call.request_id, tracker.usage())
+            if price is None:  # admitted elsewhere: settle first, the trailer says what it charged
+                settled = await asyncio.shield(self._finish(Outcome.SUCCESS))
+                cost = None if settled is None else settled.cost_nanos
+            else:  # the exact price settle will charge: the client need not wait for the ledger
+                cost = price.amount_nanos
+                settling = self._finish(Outcome.SUCCESS)  # runs once the last bytes are written
+            trailer = b"" if cost is None else b": x-allotment-cost " + usd_string(cost).encode() + b"\n\n"
             await send({"type": "http.response.body", "body": trailer, "more_body": False})
+            if price is not None:
+                await asyncio.shield(settling)
             return
         if failure is None and tracker.error is None:
             failure = UpstreamError("the provider ended the stream early", code="upstream_truncated")
