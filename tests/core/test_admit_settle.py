@@ -436,3 +436,16 @@ def test_admitted_call_that_costs_more_than_its_wallet_is_flagged_over_limit(run
     _, alerts = _person_alerts(runtime)
     assert [a["fraction"] for a in alerts] == ["0.5", "0.8", "1.0"]  # as the config spells them
     assert verify(runtime).ok
+
+
+def test_quote_is_what_settle_charges_and_touches_no_ledger(runtime: Runtime, ada: str) -> None:
+    admission = runtime.admit(intent(ada))
+    usage = Usage(input_tokens=800, cache_read_tokens=200, output_tokens=120)
+    quoted = runtime.quote(admission.request_id, usage)
+    assert quoted is not None
+    expected = int(nanos(800, MINI_IN) + nanos(200, MINI_CACHED) + nanos(120, MINI_OUT))
+    assert quoted.amount_nanos == expected
+    assert runtime.reservation_state(admission.request_id) == "open"  # quoting settled nothing
+    assert runtime.settle(admission.request_id, usage).cost_nanos == expected
+    assert runtime.quote(admission.request_id, usage) is None  # settled: only settle knows now
+    assert runtime.quote("never-admitted", usage) is None
