@@ -102,7 +102,12 @@ class GatewayMetrics:
         )
         self.settle_failures = Counter(
             "allotment_gateway_settle_failures",
-            "Settlements the ledger refused or missed",
+            "Settlement attempts the ledger refused or missed (each is retried)",
+            registry=r,
+        )
+        self.settles_abandoned = Counter(
+            "allotment_gateway_settles_abandoned",
+            "Calls whose settlement still failed after every retry (their usage is not charged)",
             registry=r,
         )
         r.register(WalletCollector(runtime))

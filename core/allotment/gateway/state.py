@@ -6,12 +6,14 @@ Routes reach it through ``request.app.state.gateway``; nothing here is a module 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from allotment.errors import NotFound
 from allotment.gateway.forwarding import Forwarder
 from allotment.gateway.metrics import GatewayMetrics
 from allotment.gateway.mock_upstream import MockUpstream
@@ -25,6 +27,8 @@ log = logging.getLogger("allotment.gateway")
 T = TypeVar("T")
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# seconds between attempts to settle after the ledger refused (well inside a reservation's TTL)
+SETTLE_RETRY_DELAYS = (0.5, 2.0, 5.0, 15.0, 30.0)
 
 
 @dataclass(slots=True)
@@ -65,6 +69,8 @@ class GatewayState:
         self.inline_ledger = bool(getattr(settings, "is_sqlite", False))
         self.streams: set[SettlingStream] = set()
         self.pending: set[asyncio.Task[Any]] = set()
+        self.settle_retry_delays: tuple[float, ...] = SETTLE_RETRY_DELAYS
+        self._stopping = asyncio.Event()
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` to completion even if the request that started it is cancelled."""
@@ -81,19 +87,50 @@ class GatewayState:
         return admission
 
     async def settle(self, call: Call, usage: Usage, outcome: Outcome, *, status: int) -> UsageEvent | None:
-        """Settle ``call``; a ledger failure is logged, never raised into the response."""
+        """Settle ``call``; a ledger failure never reaches the response.
+
+        A failed settlement is retried in the background (settle is idempotent) while the
+        reservation still holds the call's worst case; at shutdown, once more at once.
+        """
         try:
-            event: UsageEvent
-            if self.inline_ledger:
-                event = self.runtime.settle(call.request_id, usage, outcome)
-            else:
-                event = await self.runtime.settle_async(call.request_id, usage, outcome)
+            event = await self._settle_once(call, usage, outcome)
         except Exception:
-            log.exception("settle failed for %s; its reservation will expire", call.request_id)
+            log.warning("settle failed for %s; retrying in the background", call.request_id, exc_info=True)
             self.metrics.settle_failures.inc()
+            self.spawn(self._settle_later(call, usage, outcome, status))
             return None
         self.log_call(call, status, outcome, usage, event)
         return event
+
+    async def _settle_once(self, call: Call, usage: Usage, outcome: Outcome) -> UsageEvent:
+        event: UsageEvent
+        if self.inline_ledger:
+            event = self.runtime.settle(call.request_id, usage, outcome)
+        else:
+            event = await self.runtime.settle_async(call.request_id, usage, outcome)
+        return event
+
+    async def _settle_later(self, call: Call, usage: Usage, outcome: Outcome, status: int) -> None:
+        for delay in self.settle_retry_delays:
+            with contextlib.suppress(TimeoutError):  # a shutdown cuts the wait short
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            try:
+                event = await self._settle_once(call, usage, outcome)
+            except NotFound:
+                break  # the ledger has no such reservation: nothing to charge it to
+            except Exception:
+                self.metrics.settle_failures.inc()
+                if self._stopping.is_set():
+                    break
+                continue
+            log.info("settled %s after a retry", call.request_id)
+            self.log_call(call, status, outcome, usage, event)
+            return
+        self.metrics.settles_abandoned.inc()
+        log.error(
+            "gave up settling %s; its reservation will expire and this usage is not charged",
+            call.request_id,
+        )
 
     def log_call(
         self,
@@ -126,6 +163,7 @@ class GatewayState:
 
     async def shutdown(self) -> None:
         """End live streams (charging what they delivered) and wait for every settlement."""
+        self._stopping.set()
         for stream in list(self.streams):
             stream.stop_for_shutdown()
         for _ in range(100):

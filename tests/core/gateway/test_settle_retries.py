@@ -1,0 +1,73 @@
+"""A settlement the ledger refuses is retried after the answer, and given up on only loudly."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from allotment.errors import LedgerUnavailable
+from allotment.money import usd_string
+
+BODY = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def flaky_settle(rt: Any, failures: int) -> list[str]:
+    """Make the runtime's next ``failures`` settles fail as a locked database would."""
+    real = rt.settle
+    calls: list[str] = []
+
+    def settle(request_id: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(request_id)
+        if len(calls) <= failures:
+            raise LedgerUnavailable("ledger database unavailable: database is locked")
+        return real(request_id, *args, **kwargs)
+
+    rt.settle = settle
+    return calls
+
+
+def metric(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+
+
+def test_a_refused_settlement_is_retried_until_the_ledger_answers(rt: Any, client: TestClient, auth) -> None:
+    client.app.state.gateway.settle_retry_delays = (0.05, 0.05, 0.05)  # type: ignore[attr-defined]
+    calls = flaky_settle(rt, failures=2)
+    response = client.post("/v1/chat/completions", json=BODY, headers=auth)
+    assert response.status_code == 200
+    request_id = response.headers["x-allotment-request-id"]
+    wait_for(lambda: rt.event(request_id) is not None)
+    event = rt.event(request_id)
+    assert usd_string(event.cost_nanos) == response.headers["x-allotment-cost"]
+    assert event.cost_nanos == 12 * 2_500 + 6 * 10_000  # the fake's default usage (12 in, 6 out), gpt-4o
+    assert rt.reservation_state(request_id) == "settled"
+    assert calls == [request_id] * 3  # two refusals, then the settlement
+    assert metric(client, "allotment_gateway_settle_failures_total") == 2
+    assert metric(client, "allotment_gateway_settles_abandoned_total") == 0
+
+
+def test_a_settlement_that_keeps_failing_is_abandoned_and_counted(rt: Any, client: TestClient, auth) -> None:
+    client.app.state.gateway.settle_retry_delays = (0.02, 0.02)  # type: ignore[attr-defined]
+    calls = flaky_settle(rt, failures=10)
+    response = client.post("/v1/chat/completions", json=BODY, headers=auth)
+    assert response.status_code == 200  # the client has its answer whatever the ledger does
+    request_id = response.headers["x-allotment-request-id"]
+    wait_for(lambda: metric(client, "allotment_gateway_settles_abandoned_total") == 1)
+    assert calls == [request_id] * 3  # the first attempt and one per retry delay
+    assert metric(client, "allotment_gateway_settle_failures_total") == 3
+    # nothing was charged: the hold stays until its TTL returns it to the wallets
+    assert rt.event(request_id) is None
+    assert rt.reservation_state(request_id) == "open"
