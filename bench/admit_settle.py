@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from allotment import CallIntent, Usage
+from allotment.db.executor import connect_sqlite, sqlite_path
 from allotment.ids import new_request_id, new_reservation_id
 from allotment.runtime import Runtime
 from allotment.testing import temporary_runtime
@@ -30,18 +31,43 @@ def pct(values: list[float], q: float) -> float:
 
 
 def bare_update(rt: Runtime) -> Callable[[], None]:
-    """One conditional UPDATE on a wallet in its own transaction: the floor for a reservation."""
-    ledger = rt.ledger
+    """One conditional UPDATE on a wallet in its own transaction: the floor for a reservation.
+
+    On its own plain DBAPI connection (not allotment's executor), so the baseline does not
+    move when allotment's own code does. Callable from any thread (one connection each).
+    """
     wallet_id = rt.ledger.all_wallets()[0].id
-    sql = ledger._q(  # noqa: SLF001 - the benchmark reuses the ledger's dialect handling
-        "UPDATE wallets SET reserved_nanos = reserved_nanos + 0 WHERE id = ? "
+    sqlite = rt.ledger.dialect == "sqlite"
+    sql = (
+        "UPDATE wallets SET reserved_nanos = reserved_nanos + 0 WHERE id = {p} "
         "AND limit_nanos - spent_nanos - reserved_nanos >= 0"
-    )
+    ).format(p="?" if sqlite else "%s")
+    local = threading.local()
 
-    def op(conn: Any) -> None:
-        conn.execute(sql, (wallet_id,))
+    def connection() -> Any:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            if sqlite:
+                conn = connect_sqlite(sqlite_path(rt.settings.database_url))
+            else:
+                import psycopg
 
-    return lambda: ledger.executor.run(op)
+                url = rt.settings.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+                conn = psycopg.connect(url, autocommit=True)
+            local.conn = conn
+        return conn
+
+    def run() -> None:
+        conn = connection()
+        if sqlite:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(sql, (wallet_id,))
+            conn.execute("COMMIT")
+        else:
+            with conn.transaction():
+                conn.execute(sql, (wallet_id,))
+
+    return run
 
 
 def ledger_only(rt: Runtime, key: str) -> Callable[[], None]:
