@@ -6,7 +6,6 @@ Nothing reaches a provider without a reservation, and every admitted call is set
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -21,6 +20,7 @@ from allotment.gateway.forwarding import Reply, Target, UpstreamError, resolve_t
 from allotment.gateway.state import Call, GatewayState
 from allotment.gateway.streaming import AnthropicTracker, OpenAITracker, SettlingStream
 from allotment.gateway.usage import anthropic_usage, openai_usage
+from allotment.ids import new_request_id
 from allotment.intents import estimate_tokens, extract_tags, input_upper_bound, text_bytes
 from allotment.money import usd_string
 from allotment.types import CallIntent, EndpointMode, Outcome, Usage
@@ -176,7 +176,7 @@ def _upstream_body(
 
 async def handle(gateway: GatewayState, request: Request, route: str) -> Response:
     dialect = "anthropic" if route == "messages" else "openai"
-    request_id = "req_" + uuid.uuid4().hex
+    request_id = new_request_id()
     runtime = gateway.runtime
     metrics = gateway.metrics
     try:

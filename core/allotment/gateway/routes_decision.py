@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,6 +16,7 @@ from allotment.gateway.deps import GatewayDep, json_response
 from allotment.gateway.errors import REQUEST_ID_HEADER, error_response
 from allotment.gateway.proxy import credential_of, read_json
 from allotment.gateway.routes_admin import check_admin
+from allotment.ids import new_request_id
 from allotment.intents import extract_tags, input_upper_bound
 from allotment.money import to_decimal, usd_string
 from allotment.types import CallIntent, EndpointMode, Outcome, Usage
@@ -49,7 +49,7 @@ def _int_field(body: dict[str, Any], key: str, header: str | None) -> int | None
 async def authorize(request: Request, gateway: GatewayDep) -> Response:
     runtime = gateway.runtime
     headers = request.headers
-    request_id = "req_" + uuid.uuid4().hex
+    request_id = new_request_id()
     try:
         body = await _optional_json(request)
         request_id = str(body.get("request_id") or headers.get("x-allotment-request-id") or request_id)
