@@ -2,7 +2,7 @@
 
 Both run over ``allotment_json`` logs generated the same way (new request ids for each ingest
 round), interleaved for a few rounds; prints the best rate of each and the ingest/parse ratio.
-Usage: python bench/tail_ingest.py [--lines N] [--ingest-lines M] [--rounds R]
+Usage: python bench/tail_ingest.py [--lines N] [--ingest-lines M] [--rounds R] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -84,11 +84,12 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=200_000, help="lines in the generated log")
     parser.add_argument("--ingest-lines", type=int, default=20_000, help="lines to ingest per round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each; the best is reported")
+    parser.add_argument("--postgres", help="ingest into this PostgreSQL database instead of SQLite")
     args = parser.parse_args()
     parse_rates, ingest_rates, reread_rates = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        with temporary_runtime(root) as rt:
+        with temporary_runtime(root, database_url=args.postgres) as rt:
             key, _ = rt.admin.issue_key("ada@acme.example", name="bench")
             rt.refresh_directory()
             big = root / "big.jsonl"

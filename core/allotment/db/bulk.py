@@ -20,6 +20,36 @@ def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]
         yield values[start : start + size]
 
 
+_PG_INTEGER_COLUMNS = {
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "tool_calls",
+    "search_calls",
+    "cost_nanos",
+    "estimate_nanos",
+    "external_cost_nanos",
+}
+
+
+def _pg_type(column: str) -> str:
+    if column in _PG_INTEGER_COLUMNS:
+        return "bigint"
+    if column == "ts":
+        return "timestamptz"
+    if column in ("estimated", "enforced"):
+        return "boolean"
+    return "text"
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column (the parameters of an ``unnest`` INSERT)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 class BulkStatements:
     """Many-row SQL over a ``Ledger``'s dialect: IN lists, multi-row INSERTs, ``executemany``."""
 
@@ -35,6 +65,15 @@ class BulkStatements:
             "VALUES (?, ?, ?, ?, ?)"
         )
         self._sql: dict[tuple[str, int], str] = {}
+        # PostgreSQL: INSERT ... SELECT FROM unnest(one array per column)
+        types = ", ".join(f"%s::{_pg_type(name)}[]" for name in (*EVENT_COLUMNS, "row_hash"))
+        self._unnest_events = (
+            f"INSERT INTO usage_events ({cols}) SELECT * FROM unnest({types}) RETURNING id, request_id"
+        )
+        self._unnest_entries = (
+            "INSERT INTO ledger_entries (event_id, wallet_id, amount_nanos, ts, row_hash) "
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[])"
+        )
 
     # -- helpers ---------------------------------------------------------------------------
     def _in(self, head: str, tail: str, count: int) -> str:
@@ -124,6 +163,14 @@ class BulkStatements:
     def insert_events(self, conn: Any, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
         """Multi-row INSERT of event rows (columns as ``EVENT_COLUMNS`` + row hash); request id -> id."""
         ids: dict[str, int] = {}
+        if not rows:
+            return ids
+        if not self._sqlite:
+            # one short statement over column arrays: a long VALUES list costs the driver more
+            # to parse on every batch than the database takes to insert the rows
+            for event_id, request_id in conn.execute(self._unnest_events, _columns(rows)).fetchall():
+                ids[str(request_id)] = int(event_id)
+            return ids
         for chunk in _chunks(rows):
             key = ("events", len(chunk))
             sql = self._sql.get(key)
@@ -139,6 +186,9 @@ class BulkStatements:
         return ids
 
     def insert_entries(self, conn: Any, rows: Sequence[Sequence[Any]]) -> None:
+        if rows and not self._sqlite:
+            conn.execute(self._unnest_entries, _columns(rows))
+            return
         self._executemany(conn, self._insert_entry, rows)
 
     def insert_outbox(self, conn: Any, rows: Iterable[tuple[int, str, int, int, Any]]) -> None:
