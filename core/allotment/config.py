@@ -5,7 +5,6 @@ Parsing validates the whole document first; errors name the offending line.
 
 from __future__ import annotations
 
-import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from allotment.errors import ConfigError
 from allotment.money import dollars_to_nanos, to_decimal
+from allotment.secrets import read_env_ref
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -151,11 +151,7 @@ class UpstreamConfig(_Model):
 
     def resolved_api_key(self) -> str | None:
         """``env:NAME`` references are read from the environment when used, never stored."""
-        if self.api_key is None:
-            return None
-        if self.api_key.startswith("env:"):
-            return os.environ.get(self.api_key[4:])
-        return self.api_key
+        return read_env_ref(self.api_key)
 
 
 class PriceConfig(_Model):

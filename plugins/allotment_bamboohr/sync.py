@@ -5,12 +5,12 @@ Settings come from ``plugins.bamboohr`` in ``allotment.yaml``; secrets are ``env
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime
 from typing import Any
 
 from allotment.errors import ConfigError
+from allotment.secrets import require_secret
 from allotment.types import DirectoryChanges, DirectoryPerson
 from allotment_bamboohr.client import BambooHRClient
 
@@ -35,14 +35,7 @@ _LEVEL = re.compile(r"(\d+)\s*$")
 
 def secret(value: Any, name: str) -> str:
     """``env:NAME`` is read from the environment now; a literal is allowed for local tests."""
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"plugins.bamboohr.{name} is required (e.g. env:BAMBOOHR_API_KEY)")
-    if value.startswith("env:"):
-        resolved = os.environ.get(value[4:])
-        if not resolved:
-            raise ConfigError(f"plugins.bamboohr.{name}: environment variable {value[4:]} is not set")
-        return resolved
-    return value
+    return require_secret(value, f"plugins.bamboohr.{name}", "env:BAMBOOHR_API_KEY")
 
 
 def base_url(settings: dict[str, Any]) -> str:

@@ -5,11 +5,11 @@ Options: ``runtime`` (required), ``mode`` (``post`` or ``csv``), ``dry_run``, ``
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from allotment.errors import ConfigError, InvalidRequest
+from allotment.secrets import require_secret
 from allotment.types import ExportResult
 from allotment_netsuite.client import NetSuiteClient
 from allotment_netsuite.journal import build_journals, csv_bytes, referenced_ids, spend_by_cost_center
@@ -22,15 +22,7 @@ KIND = "netsuite"
 
 
 def _secret(settings: dict[str, Any], name: str) -> str:
-    value = settings.get(name)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"plugins.netsuite.{name} is required (an env:NAME reference)")
-    if value.startswith("env:"):
-        resolved = os.environ.get(value[4:])
-        if not resolved:
-            raise ConfigError(f"plugins.netsuite.{name}: environment variable {value[4:]} is not set")
-        return resolved
-    return value
+    return require_secret(settings.get(name), f"plugins.netsuite.{name}")
 
 
 def client_for(settings: dict[str, Any]) -> NetSuiteClient:

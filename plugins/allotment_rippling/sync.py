@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from allotment.errors import ConfigError
+from allotment.secrets import require_secret
 from allotment.types import DirectoryChanges, DirectoryPerson
 from allotment_rippling.client import DEFAULT_BASE_URL, RipplingClient, RipplingError
 
@@ -17,14 +16,7 @@ _STATUS = {"ACTIVE": "active", "HIRED": "active", "ACCEPTED": "active", "TERMINA
 
 
 def secret(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError("plugins.rippling.api_key is required (e.g. env:RIPPLING_API_KEY)")
-    if value.startswith("env:"):
-        resolved = os.environ.get(value[4:])
-        if not resolved:
-            raise ConfigError(f"plugins.rippling.api_key: environment variable {value[4:]} is not set")
-        return resolved
-    return value
+    return require_secret(value, "plugins.rippling.api_key", "env:RIPPLING_API_KEY")
 
 
 def to_person(

@@ -5,21 +5,18 @@ Secrets are ``env:NAME`` references, resolved when used and never stored.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from typing import Any
 
 from allotment.errors import ConfigError
+from allotment.secrets import read_env_ref
 from allotment_slack.transport import BotTransport, Transport, WebhookTransport
 
 SCOPES = ("org", "team", "person", "key", "label")
 
 
-def _resolve(value: str | None) -> str | None:
-    if value and value.startswith("env:"):
-        return os.environ.get(value[4:]) or None
-    return value
+_resolve = read_env_ref
 
 
 @dataclass(frozen=True)

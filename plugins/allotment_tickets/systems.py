@@ -9,12 +9,12 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from allotment.secrets import read_env_ref
 from allotment.types import Anomaly
 from allotment_tickets import content
 from allotment_tickets.wire import Reply, RetryLater, TicketError, refused, request
@@ -38,9 +38,7 @@ class System(Protocol):
 
 def secret(value: Any, where: str) -> str:
     """``env:NAME`` references are read when used and never stored."""
-    text = str(value or "")
-    if text.startswith("env:"):
-        text = os.environ.get(text[4:], "")
+    text = read_env_ref(str(value or "")) or ""
     if not text:
         raise TicketError(f"plugins.tickets.{where} is not set")
     return text
