@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from allotment.db.ledger import EVENT_COLUMNS, Ledger, ReservationState
+from allotment.db.ledger import COUNT_COLUMNS, EVENT_COLUMNS, Ledger, ReservationState
 
 _CHUNK = 500  # rows (or ids) per statement: far below SQLite's and PostgreSQL's parameter limits
 
@@ -20,19 +20,7 @@ def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]
         yield values[start : start + size]
 
 
-_PG_INTEGER_COLUMNS = {
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "tool_calls",
-    "search_calls",
-    "cost_nanos",
-    "estimate_nanos",
-    "external_cost_nanos",
-}
+_PG_INTEGER_COLUMNS = frozenset((*COUNT_COLUMNS, "external_cost_nanos"))
 
 
 def _pg_type(column: str) -> str:

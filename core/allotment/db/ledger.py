@@ -92,6 +92,19 @@ EVENT_COLUMNS = (
     "reservation_id",
     "flags",
 )
+# integer columns that are never NULL (stored as 0 when absent)
+COUNT_COLUMNS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "tool_calls",
+    "search_calls",
+    "cost_nanos",
+    "estimate_nanos",
+)
 # positions of the columns whose stored form differs from the event's value
 _TS = EVENT_COLUMNS.index("ts")
 _ESTIMATED = EVENT_COLUMNS.index("estimated")
@@ -597,18 +610,7 @@ class Ledger:
 
     def _normalise_event(self, values: dict[str, Any]) -> dict[str, Any]:
         stored = {name: values.get(name) for name in EVENT_COLUMNS}
-        for name in (
-            "input_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-            "tool_calls",
-            "search_calls",
-            "cost_nanos",
-            "estimate_nanos",
-        ):
+        for name in COUNT_COLUMNS:
             stored[name] = int(stored[name] or 0)
         stored["estimated"] = bool(stored["estimated"])
         stored["enforced"] = bool(stored["enforced"])

@@ -305,13 +305,15 @@ async def _complete(gateway: GatewayState, call: Call, body: dict[str, Any], rep
         usage, outcome = _reply_usage(call, body, reply), Outcome.SUCCESS
     media = headers.pop("content-type", "application/json")
     price = gateway.runtime.quote(call.request_id, usage)
+    settle_after: BackgroundTask | None = None
     if price is None:  # admitted elsewhere: settle first, the header then says what it charged
         event = await gateway.settle(call, usage, outcome, status=reply.status)
-        if event is not None:
-            headers[COST_HEADER] = usd_string(event.cost_nanos)
-        return Response(reply.body, status_code=reply.status, headers=headers, media_type=media)
-    headers[COST_HEADER] = usd_string(price.amount_nanos)
-    settle = BackgroundTask(gateway.settle, call, usage, outcome, status=reply.status)
+        cost = None if event is None else event.cost_nanos
+    else:
+        cost = price.amount_nanos
+        settle_after = BackgroundTask(gateway.settle, call, usage, outcome, status=reply.status)
+    if cost is not None:
+        headers[COST_HEADER] = usd_string(cost)
     return Response(
-        reply.body, status_code=reply.status, headers=headers, media_type=media, background=settle
+        reply.body, status_code=reply.status, headers=headers, media_type=media, background=settle_after
     )

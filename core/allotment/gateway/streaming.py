@@ -278,16 +278,15 @@ class SettlingStream(Response):
             return
         if failure is None and tracker.error is None and tracker.completed:
             price = self.gateway.runtime.quote(self.call.request_id, tracker.usage())
+            settling = self._finish(Outcome.SUCCESS)  # a task: it runs when this one next waits
             if price is None:  # admitted elsewhere: settle first, the trailer says what it charged
-                settled = await asyncio.shield(self._finish(Outcome.SUCCESS))
+                settled = await asyncio.shield(settling)
                 cost = None if settled is None else settled.cost_nanos
-            else:  # the exact price settle will charge: the client need not wait for the ledger
+            else:  # the exact price settle will charge: the last bytes go out before the ledger write
                 cost = price.amount_nanos
-                settling = self._finish(Outcome.SUCCESS)  # runs once the last bytes are written
             trailer = b"" if cost is None else b": x-allotment-cost " + usd_string(cost).encode() + b"\n\n"
             await send({"type": "http.response.body", "body": trailer, "more_body": False})
-            if price is not None:
-                await asyncio.shield(settling)
+            await asyncio.shield(settling)
             return
         if failure is None and tracker.error is None:
             failure = UpstreamError("the provider ended the stream early", code="upstream_truncated")
