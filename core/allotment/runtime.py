@@ -74,6 +74,8 @@ class Runtime:
         self.directory: Directory = load_directory(self.engine)
         self._directory_lock = threading.Lock()
         self._admissions: OrderedDict[str, tuple[Reservation, CallIntent, Principal]] = OrderedDict()
+        # request id -> (usage, price) of its last ``quote``: settle reuses it for the same usage
+        self._quotes: dict[str, tuple[Usage, Price]] = {}
         self._admissions_lock = threading.Lock()
         self.pm: pluggy.PluginManager = create_plugin_manager(
             default_plugins(self), load_entrypoints=load_entrypoints, extra=plugins
@@ -264,7 +266,8 @@ class Runtime:
         with self._admissions_lock:
             self._admissions[intent.request_id] = (reservation, intent, principal)
             while len(self._admissions) > _ADMISSION_CACHE_SIZE:
-                self._admissions.popitem(last=False)
+                forgotten, _ = self._admissions.popitem(last=False)
+                self._quotes.pop(forgotten, None)
         return Admission(
             request_id=intent.request_id,
             principal=principal,
@@ -361,6 +364,7 @@ class Runtime:
         """Price the actual usage, charge it, release the rest of the hold. Idempotent."""
         with self._admissions_lock:
             cached = self._admissions.pop(request_id, None)
+            quoted = self._quotes.pop(request_id, None)
         if cached is not None:
             reservation, intent, principal = cached
         else:
@@ -375,7 +379,10 @@ class Runtime:
             assert principal_or_none is not None
             principal = principal_or_none
         at = intent.at or _now()
-        price = self._price_settled(intent, usage, at)
+        if quoted is not None and quoted[0] == usage and cached is not None:
+            price = quoted[1]  # priced from this same admission and usage a moment ago
+        else:
+            price = self._price_settled(intent, usage, at)
         details: dict[str, Any] = {"flags": usage_flags(usage, flags)}
         if external_cost_nanos is not None:
             details["external_cost_nanos"] = external_cost_nanos
@@ -395,7 +402,11 @@ class Runtime:
         if cached is None:
             return None
         _, intent, _ = cached
-        return self._price_settled(intent, usage, intent.at or _now())
+        price = self._price_settled(intent, usage, intent.at or _now())
+        with self._admissions_lock:
+            if request_id in self._admissions:  # forgotten with its admission (see below)
+                self._quotes[request_id] = (usage, price)
+        return price
 
     async def settle_async(
         self,

@@ -10,6 +10,7 @@ import pytest
 from allotment import Denied, NotFound, Outcome, Usage
 from allotment.audit import verify
 from allotment.directory import hash_key
+from allotment.hookspecs import hookimpl
 from allotment.runtime import Runtime
 from allotment.testing import SAMPLE_CONFIG, intent
 
@@ -449,3 +450,34 @@ def test_quote_is_what_settle_charges_and_touches_no_ledger(runtime: Runtime, ad
     assert runtime.settle(admission.request_id, usage).cost_nanos == expected
     assert runtime.quote(admission.request_id, usage) is None  # settled: only settle knows now
     assert runtime.quote("never-admitted", usage) is None
+
+
+class _CountingPricer:
+    """A ``price`` plugin that prices nothing itself and counts how often pricing runs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @hookimpl(tryfirst=True)
+    def price(self, provider: str, model: str, usage: Usage, at: datetime, endpoint_mode: str) -> None:
+        self.calls += 1
+
+
+def test_settle_reuses_the_quote_of_the_same_usage_and_reprices_any_other(runtime: Runtime, ada: str) -> None:
+    counter = _CountingPricer()
+    runtime.pm.register(counter)
+    usage = Usage(input_tokens=800, cache_read_tokens=200, output_tokens=120)
+    expected = int(nanos(800, MINI_IN) + nanos(200, MINI_CACHED) + nanos(120, MINI_OUT))
+
+    same = runtime.admit(intent(ada))
+    runtime.quote(same.request_id, usage)
+    before = counter.calls
+    assert runtime.settle(same.request_id, Usage(**usage.to_dict())).cost_nanos == expected
+    assert counter.calls == before  # equal usage: the quoted price, not a second pricing
+
+    other = runtime.admit(intent(ada))
+    runtime.quote(other.request_id, usage)
+    before = counter.calls
+    more = Usage(input_tokens=800, cache_read_tokens=200, output_tokens=121)
+    assert runtime.settle(other.request_id, more).cost_nanos == expected + int(nanos(1, MINI_OUT))
+    assert counter.calls == before + 1  # the usage changed after the quote: priced again

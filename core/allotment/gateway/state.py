@@ -43,6 +43,16 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
 
 
+def _resolve(future: asyncio.Future[T], result: T | BaseException) -> None:
+    """Hand a result or error to whoever awaits ``future`` (unless they stopped waiting)."""
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 class GatewayState:
     def __init__(
         self,
@@ -71,6 +81,8 @@ class GatewayState:
         self.pending: set[asyncio.Task[Any]] = set()
         self.settle_retry_delays: tuple[float, ...] = SETTLE_RETRY_DELAYS
         self._stopping = asyncio.Event()
+        # settles waiting for the next turn of the event loop, committed together
+        self._settle_queue: list[tuple[str, Usage, Outcome, asyncio.Future[UsageEvent]]] = []
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run ``coro`` to completion even if the request that started it is cancelled."""
@@ -105,10 +117,46 @@ class GatewayState:
     async def _settle_once(self, call: Call, usage: Usage, outcome: Outcome) -> UsageEvent:
         event: UsageEvent
         if self.inline_ledger:
-            event = self.runtime.settle(call.request_id, usage, outcome)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[UsageEvent] = loop.create_future()
+            if not self._settle_queue:
+                loop.call_soon(self._commit_settles)
+            self._settle_queue.append((call.request_id, usage, outcome, future))
+            event = await future
         else:
             event = await self.runtime.settle_async(call.request_id, usage, outcome)
         return event
+
+    def _commit_settles(self) -> None:
+        """Every settle queued during this turn of the event loop, in one SQLite transaction.
+
+        Settles run after their answers were sent, so none waits on another's commit; under
+        load, one commit then carries many events (the pages they share are written once).
+        Each settle still runs in its own savepoint: one that fails fails alone. If the
+        commit itself fails, every settle in it fails and is retried like any other.
+        """
+        queue, self._settle_queue = self._settle_queue, []
+        if len(queue) == 1:
+            request_id, usage, outcome, future = queue[0]
+            try:
+                _resolve(future, self.runtime.settle(request_id, usage, outcome))
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting settle
+                _resolve(future, exc)
+            return
+        results: list[UsageEvent | BaseException] = []
+        try:
+            with self.runtime.batch():
+                for request_id, usage, outcome, _ in queue:
+                    try:
+                        results.append(self.runtime.settle(request_id, usage, outcome))
+                    except Exception as exc:  # noqa: BLE001 - rolled back alone
+                        results.append(exc)
+        except Exception as exc:  # noqa: BLE001 - the commit failed: nothing was settled
+            for *_, future in queue:
+                _resolve(future, exc)
+            return
+        for (*_, future), result in zip(queue, results, strict=True):
+            _resolve(future, result)
 
     async def _settle_later(self, call: Call, usage: Usage, outcome: Outcome, status: int) -> None:
         for delay in self.settle_retry_delays:
