@@ -8,7 +8,12 @@ Prints p50/p99 of each target, the paired added latency, throughput ratios and s
 interleaved with the two other targets, so a change is compared with its predecessor in
 the same run: on a shared machine the load moves more between runs than a change does.
 
-    python bench/gateway_overhead.py [--rounds 2000] [--concurrency 16] [--seconds 5] [--baseline SRC]
+An open-loop phase sends Poisson arrivals at ``--rate`` per second over all targets: the
+added latency under a moderate load. The closed-loop phase (``--concurrency`` callers that
+each send again as soon as an answer arrives) measures throughput: there latency is queueing.
+
+    python bench/gateway_overhead.py [--rounds 2000] [--rate 400] [--open-seconds 10]
+                                     [--concurrency 16] [--seconds 5] [--baseline SRC]
 """
 
 from __future__ import annotations
@@ -153,6 +158,64 @@ async def throughput(
             print(f"  {name}/direct throughput ratio {rate / mean['direct']:.2f}")
 
 
+async def open_loop(
+    targets: dict[str, tuple[str, dict[str, str]]], rate: float, seconds: float, stream: bool
+) -> None:
+    """Requests arrive at random (Poisson) at ``rate`` per second whether or not earlier ones
+    finished, spread evenly over the targets: latency under a moderate load, not at saturation.
+    (A closed loop of N callers measures throughput: its latency is N / requests per second.)"""
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    in_flight = 0
+    flight_samples: list[int] = []
+
+    async def call(session: aiohttp.ClientSession, name: str) -> None:
+        nonlocal in_flight
+        url, headers = targets[name]
+        in_flight += 1
+        flight_samples.append(in_flight)  # requests in flight as this one arrives, itself included
+        try:
+            total, _ = await one(session, url, headers, stream)
+        finally:
+            in_flight -= 1
+        samples[name].append(total)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        for _ in range(20):
+            for url, headers in targets.values():
+                await one(session, url, headers, stream)
+        names = list(targets)
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        due = start
+        arrivals = 0
+        while due - start < seconds:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if arrivals % len(names) == 0:
+                random.shuffle(names)  # each target gets every n-th arrival, in a random order
+            tasks.append(asyncio.create_task(call(session, names[arrivals % len(names)])))
+            arrivals += 1
+            due += random.expovariate(rate)
+        await asyncio.gather(*tasks)
+    kind = "stream" if stream else "non-stream"
+    mean_flight = sum(flight_samples) / len(flight_samples)
+    print(
+        f"\n{kind}, open loop: {rate:g} req/s Poisson arrivals over {seconds:g}s, split over "
+        f"{len(targets)} targets (in flight at arrival: mean {mean_flight:.2f}, max {max(flight_samples)})"
+    )
+    for name, values in samples.items():
+        p50, p99 = pct(values, 50), pct(values, 99)
+        print(f"  {name:8s} p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  ({len(values)} calls)")
+    for name, values in samples.items():
+        if name != "direct":
+            direct = samples["direct"]
+            print(
+                f"  added by {name}: p50 {pct(values, 50) - pct(direct, 50):+6.3f} ms  "
+                f"p99 {pct(values, 99) - pct(direct, 99):+6.3f} ms"
+            )
+
+
 def start_gateway(
     work: Path, fake_port: int, source: Path | None
 ) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -193,6 +256,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--baseline", type=Path, help="another checkout to run interleaved")
+    parser.add_argument(
+        "--rate", type=float, default=400.0, help="open-loop arrivals per second (all targets together)"
+    )
+    parser.add_argument("--open-seconds", type=float, default=10.0, help="length of the open-loop run")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="allotment-bench-"))
     fake_port = free_port()
@@ -214,6 +281,7 @@ def main() -> None:
         print(f"python {sys.version.split()[0]}, gateway: 1 uvicorn worker, SQLite ledger")
         for stream in (False, True):
             asyncio.run(sequential(targets, args.rounds, stream))
+            asyncio.run(open_loop(targets, args.rate, args.open_seconds, stream))
             asyncio.run(throughput(targets, args.concurrency, args.seconds, stream))
     finally:
         for process in [*gateways, fake]:
