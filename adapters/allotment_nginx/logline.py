@@ -5,6 +5,7 @@ Token fields are quoted in the log (an unset njs variable logs as ``""``), so th
 
 from __future__ import annotations
 
+import operator
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -98,6 +99,45 @@ def _checked(
     return prompt, completion, cached, written, reasoning
 
 
+def _parse_counts(
+    prompt: Any, completion: Any, cached: Any, written: Any, reasoning: Any
+) -> tuple[int, int, int, int, int] | None:
+    if (
+        # five quoted counts; one isdecimal() over all five checks every char
+        prompt.__class__ is str
+        and completion.__class__ is str
+        and cached.__class__ is str
+        and written.__class__ is str
+        and reasoning.__class__ is str
+        and prompt
+        and completion
+        and cached
+        and written
+        and reasoning
+        and len(prompt) < 10
+        and len(completion) < 10
+        and len(cached) < 10
+        and len(written) < 10
+        and len(reasoning) < 10
+        and (prompt + completion + cached + written + reasoning).isdecimal()
+    ):
+        return _checked(int(prompt), int(completion), int(cached), int(written), int(reasoning))
+    return _tokens(
+        _count(prompt, "prompt_tokens"),
+        _count(completion, "completion_tokens"),
+        _count(cached, "cached_tokens"),
+        _count(written, "cache_write_tokens"),
+        _count(reasoning, "reasoning_tokens"),
+    )
+
+
+# Counts below _SMALL in their canonical spelling ("0" ... "9999"), read by one dict lookup:
+# int() of a str costs several times more, and most counts in a log are small. Anything else
+# (a larger count, "", a leading zero, a JSON number, garbage) takes ``_parse_counts``.
+_SMALL = 10_000
+_small = {str(n): n for n in range(_SMALL)}.get
+
+
 _labels_cache: dict[str, dict[str, str]] = {}
 _ts_cache: dict[str, datetime] = {}
 
@@ -142,6 +182,34 @@ def _ts(text: Any) -> datetime | None:
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _new = tuple.__new__
+# Every field the record reads, fetched in one C call when the line has them all (nginx logs
+# every field of the format on every line); a line missing some goes through ``dict.get``.
+_NAMES = (
+    "request_id",
+    "status",
+    "ts",
+    "labels",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "upstream_status",
+    "uri",
+    "model",
+    "stream",
+    "key_hash",
+    "person",
+    "trace_id",
+    "usage_src",
+    "reservation_id",
+    "deny_status",
+)
+# The names as orjson's key cache spells them: a parsed line's keys are these very objects, so
+# each lookup matches by identity instead of comparing characters (half the cost of the fetch).
+# Should orjson ever return other objects, lookups still match, only by comparison.
+_KEYS = tuple(_loads(orjson.dumps(dict.fromkeys(_NAMES))))
+_fields = operator.itemgetter(*_KEYS)
 
 
 def parse_line(line: bytes | str) -> LogRecord:
@@ -152,56 +220,55 @@ def parse_line(line: bytes | str) -> LogRecord:
         raise MalformedLine("not JSON") from None
     if data.__class__ is not dict:
         raise MalformedLine("not a JSON object")
-    get = data.get
-    request_id = get("request_id")
-    status = get("status")
+    try:
+        values = _fields(data)
+    except KeyError:
+        values = tuple(map(data.get, _KEYS))
+    (
+        request_id,
+        status,
+        ts,
+        labels,
+        prompt,
+        completion,
+        cached,
+        written,
+        reasoning,
+        upstream_status,
+        uri,
+        model,
+        stream,
+        key_hash,
+        person,
+        trace_id,
+        usage_src,
+        reservation_id,
+        deny_status,
+    ) = values
     if request_id.__class__ is not str or not request_id or len(request_id) > 200:
         raise MalformedLine("missing request_id")
     if status.__class__ is not int:
         raise MalformedLine("missing status")
-    ts = get("ts")
     at = _ts_cache.get(ts) if ts.__class__ is str else None
     if at is None:
         at = _ts(ts)
-    labels = get("labels")
     if labels:
         cached_labels = _labels_cache.get(labels) if labels.__class__ is str else None
         labels = _labels(labels) if cached_labels is None else cached_labels.copy()
     else:
         labels = {}
-    prompt = get("prompt_tokens")
-    completion = get("completion_tokens")
-    cached = get("cached_tokens")
-    written = get("cache_write_tokens")
-    reasoning = get("reasoning_tokens")
-    if (
-        # the usual line: five quoted counts; one isdecimal() over all five checks every char
-        prompt.__class__ is str
-        and completion.__class__ is str
-        and cached.__class__ is str
-        and written.__class__ is str
-        and reasoning.__class__ is str
-        and prompt
-        and completion
-        and cached
-        and written
-        and reasoning
-        and len(prompt) < 10
-        and len(completion) < 10
-        and len(cached) < 10
-        and len(written) < 10
-        and len(reasoning) < 10
-        and (prompt + completion + cached + written + reasoning).isdecimal()
-    ):
-        tokens = _checked(int(prompt), int(completion), int(cached), int(written), int(reasoning))
+    try:
+        # the usual line: five quoted counts below _SMALL, each read (and checked) by one lookup
+        p, c = _small(prompt), _small(completion)
+        ca, w, r = _small(cached), _small(written), _small(reasoning)
+    except TypeError:  # an unhashable value: the general path names the field
+        p = None
+    if p is None or c is None or ca is None or w is None or r is None:
+        tokens = _parse_counts(prompt, completion, cached, written, reasoning)
+    elif ca + w > p or r > c:
+        raise MalformedLine("token breakdown exceeds its total")
     else:
-        tokens = _tokens(
-            _count(prompt, "prompt_tokens"),
-            _count(completion, "completion_tokens"),
-            _count(cached, "cached_tokens"),
-            _count(written, "cache_write_tokens"),
-            _count(reasoning, "reasoning_tokens"),
-        )
+        tokens = (p, c, ca, w, r)
     # Built with tuple.__new__: the fields are in declaration order, every one given.
     return _new(
         LogRecord,
@@ -209,17 +276,17 @@ def parse_line(line: bytes | str) -> LogRecord:
             request_id,
             at,
             status,
-            get("upstream_status") or "",
-            get("uri") or "",
-            get("model") or "",
-            get("stream") == "true",
-            get("key_hash") or "",
-            get("person") or "",
+            upstream_status or "",
+            uri or "",
+            model or "",
+            stream == "true",
+            key_hash or "",
+            person or "",
             labels,
-            get("trace_id") or None,
+            trace_id or None,
             tokens,
-            get("usage_src") or "",
-            get("reservation_id") or "",
-            get("deny_status") or "",
+            usage_src or "",
+            reservation_id or "",
+            deny_status or "",
         ),
     )

@@ -79,7 +79,8 @@ class _File:
             if want >= MAX_LINE:
                 return self._skip_oversized()
             want *= 2
-        lines = chunk[:end].split(b"\n")
+        lines = chunk.split(b"\n")
+        del lines[-1]  # the partial line after the last newline (b"" when the chunk ends with one)
         self.offset += end + 1
         self._refresh_fp()
         return Batch(lines, None)
