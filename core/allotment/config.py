@@ -171,6 +171,8 @@ class PolicyConfig(_Model):
     default_max_output_tokens: int = Field(default=4096, gt=0)
     clamp_max_tokens: bool = False
     reservation_ttl_seconds: int | None = Field(default=None, gt=0)
+    # when the ledger database cannot be reached: refuse (503) or let calls through unenforced
+    ledger_unavailable: str = Field(default="closed", pattern="^(closed|open)$")
 
     @model_validator(mode="after")
     def _fallback(self) -> PolicyConfig:

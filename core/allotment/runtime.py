@@ -6,6 +6,7 @@ Adapters hold one ``Runtime``; it owns the ledger, the plugin manager and the di
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from allotment.money import TOKENS_PER_MILLION, dollars_to_nanos
 from allotment.plugins import Hooks, create_plugin_manager
 from allotment.settings import Settings, get_settings
 from allotment.types import (
+    UNRECORDED,
     Admission,
     CallIntent,
     Outcome,
@@ -42,6 +44,8 @@ from allotment.types import (
 
 if TYPE_CHECKING:
     from allotment.pricing.book import RateCardBook
+
+log = logging.getLogger("allotment.runtime")
 
 _ADMISSION_CACHE_SIZE = 100_000
 _FALLBACK_VERSION = "fallback-price"
@@ -261,6 +265,11 @@ class Runtime:
             if denied.status != 402 or not clamp:
                 raise
             max_out, estimate, reservation = self._reserve_clamped(principal, intent, at, denied)
+        except LedgerUnavailable as down:
+            if not self._fails_open():
+                raise
+            log.warning("ledger unavailable, letting %s through unenforced: %s", intent.request_id, down)
+            reservation = Reservation("", intent.request_id, estimate.amount_nanos, (), at, UNRECORDED)
         if reservation is None:
             raise LedgerUnavailable("no plugin reserved the request")
         with self._admissions_lock:
@@ -278,6 +287,10 @@ class Runtime:
             model=intent.model,
             max_output_tokens=max_out,
         )
+
+    def _fails_open(self) -> bool:
+        config = self.directory.config
+        return config is not None and config.policy.ledger_unavailable == "open"
 
     def _default_max_output(self, intent: CallIntent, at: datetime) -> int:
         try:
@@ -365,11 +378,16 @@ class Runtime:
         with self._admissions_lock:
             cached = self._admissions.pop(request_id, None)
             quoted = self._quotes.pop(request_id, None)
+        if cached is not None and cached[0].state == UNRECORDED:
+            return self._record_let_through(cached, usage, outcome, external_cost_nanos, flags)
         if cached is not None:
             reservation, intent, principal = cached
         else:
             state = self.ledger.reservation(request_id)
             if state is None:
+                let_through = self.event(request_id)  # a call let through and recorded already
+                if let_through is not None and "fail_open" in let_through.flags:
+                    return let_through
                 raise NotFound(f"no reservation for request {request_id!r}", code="unknown_request")
             principal_or_none = principal_from_dict(state.context.get("principal"))
             intent = intent_from_dict(state.context["intent"])
@@ -390,6 +408,33 @@ class Runtime:
         if event is None:
             raise LedgerUnavailable("no plugin reconciled the request")
         return event
+
+    def _record_let_through(
+        self,
+        admitted: tuple[Reservation, CallIntent, Principal],
+        usage: Usage,
+        outcome: Outcome,
+        external_cost_nanos: int | None,
+        flags: Iterable[str],
+    ) -> UsageEvent:
+        """A call admitted while the ledger was down: recorded unenforced, flagged ``fail_open``.
+
+        Still down: the admission is kept, so a retry of this settle records it later.
+        """
+        reservation, intent, principal = admitted
+        try:
+            return self.record(
+                intent,
+                usage,
+                outcome,
+                principal=principal,
+                external_cost_nanos=external_cost_nanos,
+                flags=[*flags, "fail_open"],
+            )
+        except Exception:
+            with self._admissions_lock:
+                self._admissions[reservation.request_id] = admitted
+            raise
 
     def quote(self, request_id: str, usage: Usage) -> Price | None:
         """What ``settle`` will charge for ``usage``, without touching the ledger.

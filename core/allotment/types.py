@@ -211,6 +211,11 @@ class Reservation:
     state: str = "open"
 
 
+# ``Reservation.state`` of a call let through while the ledger could not be reached
+# (``policy.ledger_unavailable: open``): nothing is held; settle records it unenforced.
+UNRECORDED = "unrecorded"
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """The result of a successful ``admit``: the call may go to the provider."""

@@ -207,10 +207,13 @@ class SqliteExecutor(Executor):
 
     def read(self, op: Op[T]) -> T:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect_sqlite(self.path, self.synchronous)
-            self._local.conn = conn
-        return op(conn)
+        try:
+            if conn is None:
+                conn = connect_sqlite(self.path, self.synchronous)
+                self._local.conn = conn
+            return op(conn)
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc) from exc
 
     def _run_alone(self, op: Op[T]) -> T:
         """One operation in its own transaction (the caller holds the writer lock)."""
@@ -221,9 +224,11 @@ class SqliteExecutor(Executor):
             raise LedgerUnavailable(f"ledger database unavailable: {exc}") from exc
         try:
             value = op(conn)
-        except BaseException:
+        except BaseException as exc:
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _unavailable(exc) from exc
             raise
         try:
             conn.execute("COMMIT")
@@ -255,7 +260,7 @@ class SqliteExecutor(Executor):
                 try:
                     results.append((True, op(conn)))
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                    results.append((False, exc))
+                    results.append((False, _unavailable(exc)))
                 continue
             conn.execute("SAVEPOINT op")
             try:
@@ -263,7 +268,7 @@ class SqliteExecutor(Executor):
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
-                results.append((False, exc))
+                results.append((False, _unavailable(exc)))
             else:
                 conn.execute("RELEASE op")
                 results.append((True, value))
@@ -384,13 +389,25 @@ def create_executor(url: str, *, synchronous: str = "NORMAL", pool_size: int = 8
     raise LedgerUnavailable(f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)")
 
 
+def _unavailable(exc: BaseException) -> BaseException:
+    """A database that cannot do its work (locked, I/O error, full disk) as ``LedgerUnavailable``:
+    callers answer 503 ``ledger_unavailable`` (or fail open, if configured), never 500."""
+    if isinstance(exc, sqlite3.OperationalError):
+        unavailable = LedgerUnavailable(f"ledger database unavailable: {exc}")
+        unavailable.__cause__ = exc
+        return unavailable
+    return exc
+
+
 def _in_savepoint(conn: sqlite3.Connection, op: Op[T]) -> T:
     conn.execute("SAVEPOINT op")
     try:
         value = op(conn)
-    except BaseException:
+    except BaseException as exc:
         conn.execute("ROLLBACK TO op")
         conn.execute("RELEASE op")
+        if isinstance(exc, sqlite3.OperationalError):
+            raise _unavailable(exc) from exc
         raise
     conn.execute("RELEASE op")
     return value

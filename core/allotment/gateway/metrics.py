@@ -110,6 +110,11 @@ class GatewayMetrics:
             "Calls whose settlement still failed after every retry (their usage is not charged)",
             registry=r,
         )
+        self.fail_open = Counter(
+            "allotment_gateway_fail_open",
+            "Calls let through unenforced while the ledger was unreachable (policy.ledger_unavailable: open)",
+            registry=r,
+        )
         r.register(WalletCollector(runtime))
         # labelled children by label values: labels() validates and locks on every call
         self._requests: dict[tuple[str, int, str], Any] = {}

@@ -23,7 +23,7 @@ from allotment.gateway.usage import anthropic_usage, openai_usage
 from allotment.ids import new_request_id
 from allotment.intents import estimate_tokens, extract_tags, input_upper_bound, text_bytes
 from allotment.money import usd_string
-from allotment.types import CallIntent, EndpointMode, Outcome, Usage
+from allotment.types import UNRECORDED, CallIntent, EndpointMode, Outcome, Usage
 
 PATHS = {
     "chat": "/chat/completions",
@@ -208,6 +208,8 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
         started = time.perf_counter()
         admission = await gateway.admit(intent)
         metrics.admit_latency.observe(time.perf_counter() - started)
+        if admission.reservation.state == UNRECORDED:
+            metrics.fail_open.inc()
     except AllotmentError as exc:
         metrics.denials.labels(exc.code).inc()
         metrics.count_request(route, exc.status, "denied")

@@ -19,7 +19,7 @@ from allotment.gateway.routes_admin import check_admin
 from allotment.ids import new_request_id
 from allotment.intents import extract_tags, input_upper_bound
 from allotment.money import to_decimal, usd_string
-from allotment.types import CallIntent, EndpointMode, Outcome, Usage
+from allotment.types import UNRECORDED, CallIntent, EndpointMode, Outcome, Usage
 from allotment.usage_parsers import parse_usage
 
 router = APIRouter(tags=["decision"])
@@ -92,10 +92,16 @@ async def authorize(request: Request, gateway: GatewayDep) -> Response:
         return error_response(exc, request_id=request_id)
     principal = admission.principal
     reservation = admission.reservation
+    fail_open = reservation.state == UNRECORDED
+    if fail_open:
+        gateway.metrics.fail_open.inc()
     return json_response(
         {
             "request_id": admission.request_id,
-            "reservation_id": reservation.id,
+            # let through while the ledger was down: no reservation; settle (or a log line
+            # without a reservation) records the call unenforced
+            "reservation_id": None if fail_open else reservation.id,
+            "fail_open": fail_open,
             "reserved": usd_string(reservation.amount_nanos),
             "reserved_nanos": reservation.amount_nanos,
             "expires_at": reservation.expires_at.isoformat(),

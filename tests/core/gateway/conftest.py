@@ -63,6 +63,14 @@ def rt(tmp_path: Path, fake: FakeUpstream) -> Iterator[Any]:
 
 
 @pytest.fixture
+def fail_open_rt(tmp_path: Path, fake: FakeUpstream) -> Iterator[Any]:
+    """Like ``rt``, with ``policy.ledger_unavailable: open``."""
+    config = gateway_config(fake) + "\npolicy:\n  ledger_unavailable: open\n"
+    with temporary_runtime(tmp_path, config=config, admin_token="test-admin") as runtime:
+        yield runtime
+
+
+@pytest.fixture
 def client(rt: Any) -> Iterator[TestClient]:
     with TestClient(create_app(rt)) as test_client:
         yield test_client

@@ -1,0 +1,122 @@
+"""The gateway when its ledger cannot be reached: 503 in the route's shape, or (opt-in) the
+call goes through and is recorded unenforced, flagged ``fail_open``, once the ledger is back."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from allotment.db.executor import sqlite_path
+from allotment.gateway import create_app
+from allotment.money import usd_string
+from allotment.testing.fake_upstream import FakeUpstream
+
+BODY = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+FAKE_COST = 12 * 2_500 + 6 * 10_000  # the fake's default usage (12 in, 6 out) on gpt-4o
+
+
+@contextmanager
+def write_locked(rt: Any) -> Iterator[None]:
+    """Another connection holds the database's write lock; allotment's writer waits 50 ms."""
+    other = sqlite3.connect(sqlite_path(rt.settings.database_url), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writer = rt.ledger.executor._conn
+    writer.execute("PRAGMA busy_timeout=50")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        writer.execute("PRAGMA busy_timeout=30000")
+
+
+def metric(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
+
+
+def test_an_unreachable_ledger_is_a_503_in_each_routes_shape_and_nothing_goes_upstream(
+    client: TestClient, rt: Any, auth: dict[str, str], fake: FakeUpstream
+) -> None:
+    client.post("/v1/chat/completions", json=BODY, headers=auth)  # wallets exist
+    calls_before = len(fake.requests)
+    with write_locked(rt):
+        openai = client.post("/v1/chat/completions", json=BODY, headers=auth)
+        anthropic = client.post(
+            "/v1/messages",
+            json={
+                "model": "claude-sonnet-4",
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+            headers={"x-api-key": auth["Authorization"].removeprefix("Bearer ")},
+        )
+    assert openai.status_code == 503
+    assert openai.json()["error"]["code"] == "ledger_unavailable"
+    assert anthropic.status_code == 503
+    assert anthropic.json()["type"] == "error"
+    assert len(fake.requests) == calls_before  # fail closed: the provider saw nothing
+
+
+def test_fail_open_answers_and_records_the_call_when_the_ledger_is_back(fail_open_rt: Any) -> None:
+    rt = fail_open_rt
+    key, _ = rt.admin.issue_key("dev@acme.example")
+    with TestClient(create_app(rt)) as client:
+        client.app.state.gateway.settle_retry_delays = (0.05,) * 20  # type: ignore[attr-defined]
+        with write_locked(rt):
+            response = client.post(
+                "/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"}
+            )
+            assert response.status_code == 200
+            assert response.json()["usage"]["completion_tokens"] == 6
+            assert response.headers["x-allotment-cost"] == usd_string(FAKE_COST)
+            request_id = response.headers["x-allotment-request-id"]
+            time.sleep(0.2)
+            assert rt.event(request_id) is None  # the ledger is still down
+        deadline = time.monotonic() + 5
+        while rt.event(request_id) is None:
+            assert time.monotonic() < deadline, "the call was never recorded"
+            time.sleep(0.02)
+        event = rt.event(request_id)
+        assert event.cost_nanos == FAKE_COST
+        assert event.enforced is False and "fail_open" in event.flags
+        assert metric(client, "allotment_gateway_fail_open_total") == 1
+        assert metric(client, "allotment_gateway_settles_abandoned_total") == 0
+
+
+def test_authorize_fails_open_without_a_reservation_and_settle_records_the_call(fail_open_rt: Any) -> None:
+    rt = fail_open_rt
+    key, _ = rt.admin.issue_key("dev@acme.example")
+    with TestClient(create_app(rt)) as client:
+        with write_locked(rt):
+            authorized = client.post(
+                "/v1/authorize",
+                headers={"Authorization": f"Bearer {key}"},
+                json={
+                    "model": "gpt-4o",
+                    "input_tokens": 1000,
+                    "max_output_tokens": 200,
+                    "request_id": "ngx-7",
+                },
+            )
+        assert authorized.status_code == 200
+        body = authorized.json()
+        # no reservation: an nginx log line for it is recorded passively by the tailer
+        assert body["reservation_id"] is None and body["fail_open"] is True
+        settled = client.post(
+            "/v1/settle",
+            headers={"Authorization": "Bearer test-admin"},
+            json={"request_id": "ngx-7", "usage": {"input_tokens": 900, "output_tokens": 100}},
+        )
+        assert settled.status_code == 200
+        assert settled.json()["cost_nanos"] == 900 * 2_500 + 100 * 10_000
+        event = rt.event("ngx-7")
+        assert event.enforced is False and "fail_open" in event.flags
+        assert metric(client, "allotment_gateway_fail_open_total") == 1

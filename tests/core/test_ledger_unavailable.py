@@ -1,0 +1,111 @@
+"""A ledger database that cannot do its work: 503 ``ledger_unavailable`` by default (fail
+closed), or, with ``policy.ledger_unavailable: open``, calls let through and recorded
+unenforced once the ledger answers again."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from allotment import LedgerUnavailable, Usage
+from allotment.audit import verify
+from allotment.config import SAMPLE_CONFIG
+from allotment.db.executor import sqlite_path
+from allotment.runtime import Runtime
+from allotment.testing import intent, temporary_runtime
+from allotment.types import UNRECORDED
+
+USAGE = Usage(input_tokens=800, cache_read_tokens=200, output_tokens=120)
+MINI_IN, MINI_CACHED, MINI_OUT = Decimal("0.75"), Decimal("0.075"), Decimal("4.50")  # gpt-5.4-mini
+COST = int((800 * MINI_IN + 200 * MINI_CACHED + 120 * MINI_OUT) * 1000)  # nanos per token = $/1M * 1000
+
+
+@contextmanager
+def write_locked(rt: Runtime) -> Iterator[None]:
+    """Another connection holds the database's write lock; allotment's writer waits 50 ms."""
+    other = sqlite3.connect(sqlite_path(rt.settings.database_url), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writer = rt.ledger.executor._conn  # type: ignore[attr-defined]
+    writer.execute("PRAGMA busy_timeout=50")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        writer.execute("PRAGMA busy_timeout=30000")
+
+
+def wallet_totals(rt: Runtime) -> list[tuple[str, int, int]]:
+    return sorted((w.scope, w.spent_nanos, w.reserved_nanos) for w in rt.ledger.all_wallets())
+
+
+def test_fails_closed_by_default_and_holds_nothing(tmp_path: Path) -> None:
+    with temporary_runtime(tmp_path) as rt:
+        key, _ = rt.admin.issue_key("ada@acme.example")
+        warm = rt.admit(intent(key))  # wallets exist; this call holds its worst case
+        before = wallet_totals(rt)
+        with write_locked(rt), pytest.raises(LedgerUnavailable) as refused:
+            rt.admit(intent(key))
+        assert refused.value.status == 503 and refused.value.code == "ledger_unavailable"
+        assert wallet_totals(rt) == before
+        rt.settle(warm.request_id, USAGE)
+
+
+def test_a_database_error_inside_a_transaction_is_ledger_unavailable_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    with temporary_runtime(tmp_path) as rt:
+        writer = rt.ledger.executor._conn  # type: ignore[attr-defined]
+        pages = writer.execute("PRAGMA page_count").fetchone()[0]
+        writer.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+        with pytest.raises(LedgerUnavailable, match="full"):
+            rt.ledger.executor.run(
+                lambda conn: conn.execute("INSERT INTO meta (key, value) VALUES ('big', ?)", ("x" * 200_000,))
+            )
+        writer.execute(f"PRAGMA max_page_count={2**31}")
+        assert (
+            rt.ledger.executor.read(lambda c: c.execute("SELECT 1 FROM meta WHERE key = 'big'").fetchone())
+            is None
+        )
+
+
+def test_fail_open_lets_the_call_through_and_records_it_unenforced_once_the_ledger_is_back(
+    tmp_path: Path,
+) -> None:
+    config = SAMPLE_CONFIG + "\npolicy:\n  ledger_unavailable: open\n"
+    with temporary_runtime(tmp_path, config=config) as rt:
+        key, _ = rt.admin.issue_key("ada@acme.example")
+        with write_locked(rt):
+            admission = rt.admit(intent(key))
+            assert admission.reservation.state == UNRECORDED
+            assert admission.reservation.id == "" and admission.reservation.wallet_ids == ()
+            assert rt.quote(admission.request_id, USAGE).amount_nanos == COST
+            with pytest.raises(LedgerUnavailable):  # still down: the settle can be retried
+                rt.settle(admission.request_id, USAGE)
+        event = rt.settle(admission.request_id, USAGE)  # the ledger answers again
+        assert event.cost_nanos == COST
+        assert event.enforced is False
+        assert "fail_open" in event.flags
+        assert event.person_id == admission.principal.person_id  # attributed like any call
+        assert rt.settle(admission.request_id, USAGE).id == event.id  # idempotent
+        totals = wallet_totals(rt)
+        assert all(spent == COST and reserved == 0 for _, spent, reserved in totals)
+        assert verify(rt).ok
+
+
+def test_fail_open_still_refuses_what_needs_no_ledger_to_refuse(tmp_path: Path) -> None:
+    config = SAMPLE_CONFIG + "\npolicy:\n  ledger_unavailable: open\n"
+    with temporary_runtime(tmp_path, config=config) as rt:
+        key, _ = rt.admin.issue_key("sam@acme.example")  # support tier: gpt-5.4-mini only
+        with write_locked(rt):
+            with pytest.raises(Exception) as denied:
+                rt.admit(intent(key, model="gpt-5.4"))
+            assert getattr(denied.value, "status", None) == 403
+            with pytest.raises(Exception) as unknown:
+                rt.admit(intent("sk-not-a-key"))
+            assert getattr(unknown.value, "status", None) in (401, 503)
