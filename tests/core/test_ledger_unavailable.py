@@ -4,9 +4,6 @@ unenforced once the ledger answers again."""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,29 +12,14 @@ import pytest
 from allotment import LedgerUnavailable, Usage
 from allotment.audit import verify
 from allotment.config import SAMPLE_CONFIG
-from allotment.db.executor import sqlite_path
 from allotment.runtime import Runtime
 from allotment.testing import intent, temporary_runtime
 from allotment.types import UNRECORDED
+from helpers import write_locked
 
 USAGE = Usage(input_tokens=800, cache_read_tokens=200, output_tokens=120)
 MINI_IN, MINI_CACHED, MINI_OUT = Decimal("0.75"), Decimal("0.075"), Decimal("4.50")  # gpt-5.4-mini
 COST = int((800 * MINI_IN + 200 * MINI_CACHED + 120 * MINI_OUT) * 1000)  # nanos per token = $/1M * 1000
-
-
-@contextmanager
-def write_locked(rt: Runtime) -> Iterator[None]:
-    """Another connection holds the database's write lock; allotment's writer waits 50 ms."""
-    other = sqlite3.connect(sqlite_path(rt.settings.database_url), isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    writer = rt.ledger.executor._conn  # type: ignore[attr-defined]
-    writer.execute("PRAGMA busy_timeout=50")
-    try:
-        yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-        writer.execute("PRAGMA busy_timeout=30000")
 
 
 def wallet_totals(rt: Runtime) -> list[tuple[str, int, int]]:

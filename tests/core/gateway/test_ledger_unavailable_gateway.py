@@ -3,43 +3,18 @@ call goes through and is recorded unenforced, flagged ``fail_open``, once the le
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from fastapi.testclient import TestClient
 
-from allotment.db.executor import sqlite_path
 from allotment.gateway import create_app
 from allotment.money import usd_string
 from allotment.testing.fake_upstream import FakeUpstream
+from helpers import metric, write_locked
 
 BODY = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 FAKE_COST = 12 * 2_500 + 6 * 10_000  # the fake's default usage (12 in, 6 out) on gpt-4o
-
-
-@contextmanager
-def write_locked(rt: Any) -> Iterator[None]:
-    """Another connection holds the database's write lock; allotment's writer waits 50 ms."""
-    other = sqlite3.connect(sqlite_path(rt.settings.database_url), isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    writer = rt.ledger.executor._conn
-    writer.execute("PRAGMA busy_timeout=50")
-    try:
-        yield
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-        writer.execute("PRAGMA busy_timeout=30000")
-
-
-def metric(client: TestClient, name: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
 
 
 def test_an_unreachable_ledger_is_a_503_in_each_routes_shape_and_nothing_goes_upstream(

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from allotment.errors import LedgerUnavailable
 from allotment.money import usd_string
+from helpers import metric
 
 BODY = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -26,13 +27,6 @@ def flaky_settle(rt: Any, failures: int) -> list[str]:
 
     rt.settle = settle
     return calls
-
-
-def metric(client: TestClient, name: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"no metric {name}")
 
 
 def wait_for(predicate: Any, timeout: float = 5.0) -> None:

@@ -1,0 +1,33 @@
+"""Small helpers shared by test modules."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from allotment.db.executor import sqlite_path
+
+
+@contextmanager
+def write_locked(rt: Any) -> Iterator[None]:
+    """Another connection holds the database's write lock; allotment's writer waits 50 ms."""
+    other = sqlite3.connect(sqlite_path(rt.settings.database_url), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writer = rt.ledger.executor._conn
+    writer.execute("PRAGMA busy_timeout=50")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        writer.execute("PRAGMA busy_timeout=30000")
+
+
+def metric(client: Any, name: str) -> float:
+    """The value of an unlabelled Prometheus metric on a gateway test client's ``/metrics``."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no metric {name}")
