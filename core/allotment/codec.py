@@ -69,20 +69,21 @@ def intent_from_dict(data: dict[str, Any], principal: Principal | None = None) -
     )
 
 
-def event_from_columns(event_id: int, row: dict[str, Any]) -> UsageEvent:
-    labels = row["labels"]
-    if isinstance(labels, str):
-        labels = orjson.loads(labels)
-    return UsageEvent(
-        id=event_id,
-        request_id=row["request_id"],
-        kind=row["kind"],
-        person_id=row["person_id"],
-        team_id=row["team_id"],
-        key_id=row["key_id"],
-        provider=row["provider"],
-        model=row["model"],
-        usage=Usage(
+def event_from_columns(
+    event_id: int,
+    row: dict[str, Any],
+    *,
+    usage: Usage | None = None,
+    labels: dict[str, str] | None = None,
+) -> UsageEvent:
+    """An event from its stored columns. ``usage`` and ``labels``, when the caller already has
+    them as written (it just wrote this row), are used instead of decoding the columns again."""
+    if labels is None:
+        labels = row["labels"]
+        if isinstance(labels, str):
+            labels = orjson.loads(labels)
+    if usage is None:
+        usage = Usage(
             input_tokens=int(row["input_tokens"]),
             cache_read_tokens=int(row["cache_read_tokens"]),
             cache_write_tokens=int(row["cache_write_tokens"]),
@@ -92,7 +93,17 @@ def event_from_columns(event_id: int, row: dict[str, Any]) -> UsageEvent:
             tool_calls=int(row["tool_calls"]),
             search_calls=int(row["search_calls"]),
             estimated=bool(row["estimated"]),
-        ),
+        )
+    return UsageEvent(
+        id=event_id,
+        request_id=row["request_id"],
+        kind=row["kind"],
+        person_id=row["person_id"],
+        team_id=row["team_id"],
+        key_id=row["key_id"],
+        provider=row["provider"],
+        model=row["model"],
+        usage=usage,
         cost_nanos=int(row["cost_nanos"]),
         card_version=row["card_version"],
         outcome=Outcome(row["outcome"]),

@@ -236,30 +236,5 @@ class SqlLedger:
             event_id, created, stored = rt.ledger.record(event, wallets, thresholds)
         if not created:  # the first settle's event, as stored
             return event_from_columns(event_id, stored)
-        # just written from these very values: no need to decode the stored row again
-        return UsageEvent(
-            id=event_id,
-            request_id=intent.request_id,
-            kind="usage",
-            person_id=event["person_id"],
-            team_id=event["team_id"],
-            key_id=event["key_id"],
-            provider=intent.provider,
-            model=event["model"],
-            usage=usage,
-            cost_nanos=price.amount_nanos,
-            card_version=price.card_version,
-            outcome=outcome,
-            enforced=enforced,
-            labels=dict(intent.labels),
-            trace_id=intent.trace_id,
-            at=stored["ts"],
-            reservation_id=stored["reservation_id"],
-            estimate_nanos=event["estimate_nanos"],
-            flags=tuple(f for f in stored["flags"].split(",") if f),
-            cost_center=event["cost_center"],
-            endpoint_mode=event["endpoint_mode"],
-            retry_of=intent.retry_of,
-            end_user=intent.end_user,
-            external_cost_nanos=event["external_cost_nanos"],
-        )
+        # just written from these very values: no need to decode its usage and labels again
+        return event_from_columns(event_id, stored, usage=usage, labels=dict(intent.labels))
