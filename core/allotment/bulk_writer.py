@@ -51,7 +51,7 @@ class _New:
 class _Caller:
     """What every passive line of one principal with one label set shares (cached per directory)."""
 
-    __slots__ = ("principal", "labels", "labels_json", "wallet_intent")
+    __slots__ = ("principal", "labels", "labels_json", "wallet_intent", "who")
 
     def __init__(
         self, principal: Principal | None, labels: dict[str, str], wallet_intent: CallIntent
@@ -60,6 +60,14 @@ class _Caller:
         self.labels = labels
         self.labels_json = _labels_json(labels)
         self.wallet_intent = wallet_intent  # carries the merged labels, which pick the wallets
+        self.who = _who(principal)
+
+
+def _who(principal: Principal | None) -> tuple[str | None, str | None, str | None, str | None]:
+    """The event's person, team, key and cost center columns."""
+    if principal is None:
+        return None, None, None, None
+    return principal.person_id, principal.team_id, principal.key_id, principal.cost_center
 
 
 def _labels_json(labels: dict[str, str]) -> str:
@@ -77,6 +85,9 @@ class BulkWriter:
         self._ts: dict[datetime, tuple[datetime, Any, str]] = {}
         self._callers: dict[tuple[int, tuple[tuple[str, str], ...]], _Caller] = {}
         self._directory: object = None
+        # (caller, instant) -> its wallets, for one transaction: the lines of one caller in one
+        # batch mostly share a timestamp, and the wallets cannot change inside the transaction
+        self._wallets: dict[tuple[_Caller, datetime], list[int]] = {}
 
     def apply(self, plugin: SqlLedger, items: Sequence[BulkItem]) -> list[BulkResult]:
         rt = self.runtime
@@ -86,8 +97,12 @@ class BulkWriter:
         if self._directory is not rt.directory:  # config, keys or budgets changed
             self._directory = rt.directory
             self._callers = {}
-        with rt.batch():
-            return rt.executor.run(lambda conn: self._write(conn, plugin, items))
+        self._wallets = {}
+        try:
+            with rt.batch():
+                return rt.executor.run(lambda conn: self._write(conn, plugin, items))
+        finally:
+            self._wallets = {}
 
     # -- one event each ----------------------------------------------------------------
     def _caller(self, principal: Principal | None, intent: CallIntent) -> _Caller:
@@ -110,13 +125,18 @@ class BulkWriter:
             principal = self.runtime.find_principal(intent.credential, {"passive": True})
         at = intent.at or datetime.now(UTC)
         caller = self._caller(principal, intent)
-        flags = usage_flags(item.usage, item.flags)
+        usage = item.usage
+        flags = usage_flags(usage, item.flags) if usage.estimated else list(item.flags)
         if principal is None:
             flags.append("unattributed")
         stored = self._stored(
-            intent, principal, caller.labels, caller.labels_json, at, item, flags, None, None
+            intent, caller.who, caller.labels, caller.labels_json, at, item, flags, None, None
         )
-        wallets = sorted(set(plugin.wallet_ids(principal, caller.wallet_intent, at)))
+        key = (caller, at)
+        wallets = self._wallets.get(key)
+        if wallets is None:
+            wallets = sorted(set(plugin.wallet_ids(principal, caller.wallet_intent, at)))
+            self._wallets[key] = wallets
         return _New(index, stored, wallets, 0, stored["cost_nanos"])
 
     def _settled(self, index: int, item: SettleItem, reservation: ReservationState, late: bool) -> _New:
@@ -129,7 +149,7 @@ class BulkWriter:
         labels = intent.labels
         stored = self._stored(
             intent,
-            principal,
+            _who(principal),
             labels,
             _labels_json(labels),
             at,
@@ -146,7 +166,7 @@ class BulkWriter:
     def _stored(
         self,
         intent: CallIntent,
-        principal: Principal | None,
+        who: tuple[str | None, str | None, str | None, str | None],
         labels: dict[str, str],
         labels_json: str,
         at: datetime,
@@ -159,15 +179,14 @@ class BulkWriter:
         the stored form ``Ledger._normalise_event`` gives it (the form its row hash is taken of)."""
         assert self._tables is not None
         usage = item.usage
-        mode = intent.endpoint_mode.value
-        resolution = self._tables.resolve(intent.provider, intent.model, at)
-        if resolution is not None:
-            price = self._tables.price(resolution, usage, mode)
+        mode = intent.endpoint_mode._value_  # not .value: an enum property, slow per line
+        entry = self._tables.entry(intent.provider, intent.model, at, mode)
+        if entry is not None:
             amount, version, model, price_flags = (
-                price.amount_nanos,
-                price.card_version,
-                price.model,
-                price.flags,
+                entry.amount_nanos(usage),
+                entry.card_version,
+                entry.model,
+                entry.flags,
             )
         else:  # unpriced: the runtime's own policy (fallback price, or $0 flagged)
             priced_intent = intent.with_changes(labels=labels, at=at, principal=None, credential=None)
@@ -178,14 +197,15 @@ class BulkWriter:
                 fallback.model,
                 fallback.flags,
             )
+        person_id, team_id, key_id, cost_center = who
         return {
             "request_id": intent.request_id,
             "kind": "usage",
-            "ts": self._utc(at),
-            "person_id": principal.person_id if principal else None,
-            "team_id": principal.team_id if principal else None,
-            "key_id": principal.key_id if principal else None,
-            "cost_center": principal.cost_center if principal else None,
+            "ts": self._when(at)[0],
+            "person_id": person_id,
+            "team_id": team_id,
+            "key_id": key_id,
+            "cost_center": cost_center,
             "provider": intent.provider,
             "model": model or intent.model,
             "endpoint_mode": mode,
@@ -202,14 +222,14 @@ class BulkWriter:
             "estimate_nanos": estimate_nanos or 0,
             "external_cost_nanos": item.external_cost_nanos,
             "card_version": version,
-            "outcome": item.outcome.value,
+            "outcome": item.outcome._value_,
             "enforced": estimate_nanos is not None,
             "labels": labels_json,
             "trace_id": intent.trace_id,
             "retry_of": intent.retry_of,
             "end_user": intent.end_user,
             "reservation_id": reservation_id,
-            "flags": ",".join(dict.fromkeys([*price_flags, *flags])),
+            "flags": ",".join(dict.fromkeys([*price_flags, *flags])) if price_flags or flags else "",
         }
 
     # -- the transaction -------------------------------------------------------------------
@@ -311,10 +331,13 @@ class BulkWriter:
         marks = {
             w: [(f, math.ceil(f * limits[w])) for f in thresholds] if limits[w] > 0 else [] for w in after
         }
+        # no crossing is possible while a wallet's spend is below its lowest mark
+        lowest = {w: min((mark for _, mark in m), default=None) for w, m in marks.items()}
         crossings: list[tuple[int, str, int, int, Any]] = []
         rows: list[list[Any]] = []
         hashed: list[tuple[str, Any, str]] = []  # per new event: row hash, ts as stored, ts as hashed
         ledger = self.ledger
+        stored_bool = {True: ledger._bool(True), False: ledger._bool(False)}
         for event in new:
             over = False
             cost = event.cost
@@ -324,6 +347,9 @@ class BulkWriter:
                 now = spent[wallet_id] = spent[wallet_id] + cost
                 limit = limits[wallet_id]
                 over = over or now > limit
+                first_mark = lowest[wallet_id]
+                if first_mark is None or now < first_mark:
+                    continue
                 before = now - cost
                 for fraction, mark in marks[wallet_id]:
                     if before < mark <= now:
@@ -335,8 +361,8 @@ class BulkWriter:
             _, ts_db, stamp = self._when(stored["ts"])
             params = list(_columns(stored))
             params[_TS] = ts_db
-            params[_ESTIMATED] = ledger._bool(stored["estimated"])
-            params[_ENFORCED] = ledger._bool(stored["enforced"])
+            params[_ESTIMATED] = stored_bool[stored["estimated"]]
+            params[_ENFORCED] = stored_bool[stored["enforced"]]
             params.append(digest)
             rows.append(params)
             hashed.append((digest, ts_db, stamp))
@@ -356,9 +382,6 @@ class BulkWriter:
                 conn, [(w, f, s, limit, index_ts[index]) for w, f, s, limit, index in crossings]
             )
         return ids
-
-    def _utc(self, at: datetime) -> datetime:
-        return self._when(at)[0]
 
     def _when(self, at: datetime) -> tuple[datetime, Any, str]:
         """``at`` in UTC, as the driver stores it, and as entry hashes spell it (logs repeat it)."""

@@ -302,3 +302,65 @@ def test_a_third_party_price_plugin_prices_every_item(tmp_path: Path) -> None:
         assert rt.event("a1").cost_nanos == 42 and rt.event("r1").cost_nanos == 10  # type: ignore[union-attr]
         assert rt.event("a1").card_version == "double-1"  # type: ignore[union-attr]
         assert verify(rt).ok
+
+
+def periods_and_tiers_scenario(rt: Runtime) -> list[list[BulkItem]]:
+    """One caller's lines alternating between two months in one batch (two sets of wallets, the
+    second created inside the batch), and a tiered model below and above its threshold."""
+    ada, _ = rt.admin.issue_key("ada@acme.example", name="ada")
+    rt.refresh_directory()
+    ada_p = rt.find_principal(ada)
+    assert ada_p is not None
+    november, december = datetime(2026, 11, 15, tzinfo=UTC), datetime(2026, 12, 15, tzinfo=UTC)
+    items: list[BulkItem] = []
+    for n, at in enumerate([november, december, november, december, december]):
+        call = CallIntent(
+            request_id=f"m{n}", provider="openai", model="gpt-5.4-mini", at=at, labels={"feature": "search"}
+        )
+        items.append(RecordItem(call, Usage(input_tokens=100 + n, output_tokens=10), principal=ada_p))
+    shapes = [(199_000, EndpointMode.SYNC), (201_000, EndpointMode.SYNC), (199_000, EndpointMode.BATCH)]
+    shapes.append((201_000, EndpointMode.BATCH))
+    for n, (tokens, mode) in enumerate(shapes):
+        call = CallIntent(
+            request_id=f"t{n}", provider="google", model="gemini-2.5-pro", at=AT, endpoint_mode=mode
+        )
+        items.append(RecordItem(call, Usage(input_tokens=tokens, output_tokens=100), principal=ada_p))
+    return [items]
+
+
+def test_bulk_and_one_by_one_agree_across_wallet_periods_and_price_tiers(
+    fresh_url: Callable[[str], str], tmp_path: Path, deterministic: Callable[[], None]
+) -> None:
+    (single, single_rows), (bulk, bulk_rows) = twin_ledgers(
+        fresh_url, tmp_path, deterministic, periods_and_tiers_scenario
+    )
+    assert bulk == single
+    for table in single_rows:
+        assert bulk_rows[table] == single_rows[table], table
+    periods = {row[3] for row in bulk_rows["wallets"]}
+    assert len(periods) >= 2  # the batch charged wallets of both months
+    costs = {row[1]: row[20] for row in bulk_rows["events"]}
+    assert costs["t1"] > costs["t0"] * 201 / 199  # above the threshold: the dearer tier
+    assert costs["t2"] * 2 == costs["t0"] and costs["t3"] * 2 == costs["t1"]  # batch halves it
+
+
+def test_bulk_prices_follow_a_new_rate_book(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from allotment.defaults.pricing import RateCardPricer
+    from allotment.pricing import RateCardBook, parse_card
+
+    usage = Usage(input_tokens=1_000, output_tokens=100)
+    record_many(runtime, [RecordItem(passive("old"), usage)])
+    before = runtime.event("old")
+    assert before is not None and before.card_version != "openai-test-2"
+    card = parse_card(
+        "provider: openai\nversion: openai-test-2\neffective_from: 2026-01-01\nsource: test\n"
+        "models:\n  gpt-5.4-mini:\n    input: 1\n    output: 2\n",
+        "openai-test.yaml",
+    )
+    pricer = next(p for p in runtime.pm.get_plugins() if isinstance(p, RateCardPricer))
+    monkeypatch.setattr(pricer, "_book", RateCardBook([card]))
+    record_many(runtime, [RecordItem(passive("new"), usage)])
+    after = runtime.event("new")
+    assert after is not None and after.card_version == "openai-test-2"
+    assert after.cost_nanos == 1_000 * 1_000 + 100 * 2_000  # $1 and $2 per 1M tokens
+    assert runtime.event("old") == before and verify(runtime).ok

@@ -16,6 +16,7 @@ import pytest
 
 from allotment.defaults.pricing import default_card_dirs
 from allotment.errors import ConfigError
+from allotment.exact_pricing import PriceTables
 from allotment.pricing import RateCardBook, parse_card
 from allotment.pricing import litellm_import as li
 from allotment.pricing.book import Resolution, amount_nanos, exact_costs, price_with
@@ -62,6 +63,7 @@ def usages(rng: random.Random) -> list[Usage]:
 def check_book(book: RateCardBook, seed: int) -> int:
     rng = random.Random(seed)
     checked = 0
+    tables = PriceTables(book)  # the bulk path's cached entries, reused across every usage
     for provider, model in book.models(AT):
         resolution = book.find(provider, model, AT)
         assert resolution is not None
@@ -75,7 +77,14 @@ def check_book(book: RateCardBook, seed: int) -> int:
                     usage,
                     mode,
                 )
-                assert amount_nanos(resolution.rates, usage, mode) == amount  # the bulk path's
+                assert amount_nanos(resolution.rates, usage, mode) == amount
+                entry = tables.entry(provider, model, AT, mode)  # the bulk path's
+                assert entry is not None and entry.amount_nanos(usage) == amount, (provider, model, usage)
+                assert (entry.card_version, entry.model, entry.flags) == (
+                    price.card_version,
+                    price.model,
+                    price.flags,
+                )
                 checked += 1
     return checked
 
@@ -139,3 +148,22 @@ def test_cards_generated_from_litellm_price_identically(tmp_path: Path) -> None:
         pytest.fail("litellm is part of the test extra; its price map must be importable")
     li.import_litellm(tmp_path, effective_from=AT.date())
     assert check_book(RateCardBook.load([tmp_path]), seed=2) > 20_000
+
+
+def test_cached_tables_pick_the_tier_of_each_request() -> None:
+    book = RateCardBook([parse_card(CARD, "acme.yaml")])
+    tables = PriceTables(book)
+    entry = tables.entry("acme", "m1", AT, "sync")
+    assert entry is not None and entry is tables.entry("acme", "m1", AT, "sync")
+    # below, above, below again: each request priced at its own tier from the same entry
+    for usage, nanos in [
+        (Usage(input_tokens=1_000, output_tokens=10), 1_000 * 37.5 + 10 * 150),
+        (Usage(input_tokens=1_001, output_tokens=10), 78_075),
+        (Usage(input_tokens=3), 112),
+        (Usage(input_tokens=500, cache_read_tokens=501), 500 * 75 + 501 * 3.75),  # 1,001 in all
+    ]:
+        assert entry.amount_nanos(usage) == price_with(acme(), usage).amount_nanos == round(nanos)
+    batch = tables.entry("acme", "m1", AT, "batch")
+    assert batch is not None and batch.amount_nanos(Usage(input_tokens=1, output_tokens=1)) == 94
+    assert tables.entry("acme", "m9", AT, "sync") is None
+    assert tables.entry("acme", "m1", datetime(2025, 1, 1, tzinfo=UTC), "sync") is None  # before the card
