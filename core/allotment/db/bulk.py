@@ -46,8 +46,10 @@ class BulkStatements:
         self._sqlite = ledger.dialect == "sqlite"
         self._q = ledger._q
         cols = ", ".join(EVENT_COLUMNS) + ", row_hash"
-        self._event_row = "(" + ", ".join("?" for _ in range(len(EVENT_COLUMNS) + 1)) + ")"
-        self._event_prefix = f"INSERT INTO usage_events ({cols}) VALUES "
+        marks = ", ".join("?" for _ in range(len(EVENT_COLUMNS) + 1))
+        self._insert_event = self._q(f"INSERT INTO usage_events ({cols}) VALUES ({marks})")
+        self._max_event_id = "SELECT COALESCE(MAX(id), 0) FROM usage_events"
+        self._events_after = self._q("SELECT id, request_id FROM usage_events WHERE id > ?")
         self._insert_entry = self._q(
             "INSERT INTO ledger_entries (event_id, wallet_id, amount_nanos, ts, row_hash) "
             "VALUES (?, ?, ?, ?, ?)"
@@ -149,7 +151,7 @@ class BulkStatements:
         return out
 
     def insert_events(self, conn: Any, rows: Sequence[Sequence[Any]]) -> dict[str, int]:
-        """Multi-row INSERT of event rows (columns as ``EVENT_COLUMNS`` + row hash); request id -> id."""
+        """Insert event rows (columns as ``EVENT_COLUMNS`` + row hash); request id -> id."""
         ids: dict[str, int] = {}
         if not rows:
             return ids
@@ -159,18 +161,17 @@ class BulkStatements:
             for event_id, request_id in conn.execute(self._unnest_events, _columns(rows)).fetchall():
                 ids[str(request_id)] = int(event_id)
             return ids
-        for chunk in _chunks(rows):
-            key = ("events", len(chunk))
-            sql = self._sql.get(key)
-            if sql is None:
-                sql = self._sql[key] = self._q(
-                    self._event_prefix
-                    + ", ".join([self._event_row] * len(chunk))
-                    + " RETURNING id, request_id"
-                )
-            params = [value for row in chunk for value in row]
-            for event_id, request_id in conn.execute(sql, params).fetchall():
-                ids[str(request_id)] = int(event_id)
+        # SQLite: one short statement, prepared once, run per row. A multi-row VALUES statement is
+        # a new statement for every chunk size (the last chunk of a batch rarely repeats), and
+        # preparing one of thousands of placeholders costs about as much as inserting its rows.
+        # The batch holds SQLite's write lock, so the rows above the largest id before the
+        # insert are exactly these.
+        last = conn.execute(self._max_event_id).fetchone()[0]
+        conn.executemany(self._insert_event, rows)
+        for event_id, request_id in conn.execute(self._events_after, (last,)).fetchall():
+            ids[str(request_id)] = int(event_id)
+        if len(ids) != len(rows):  # never expected: refuse to chain entries to the wrong event
+            raise RuntimeError(f"inserted {len(rows)} events but read back {len(ids)}")
         return ids
 
     def insert_entries(self, conn: Any, rows: Sequence[Sequence[Any]]) -> None:
