@@ -236,10 +236,13 @@ class BulkWriter:
     def _write(self, conn: Any, plugin: SqlLedger, items: Sequence[BulkItem]) -> list[BulkResult]:
         sql = self.sql
         first: dict[str, int] = {}  # request id -> index of its first item in the batch
-        for index, item in enumerate(items):
-            first.setdefault(item.request_id, index)
+        rids = [item.request_id for item in items]  # a property of RecordItem: read it once
+        for index, rid in enumerate(rids):
+            first.setdefault(rid, index)
         existing = sql.existing_events(conn, list(first))
-        settle_ids = list(dict.fromkeys(i.request_id for i in items if isinstance(i, SettleItem)))
+        settle_ids = list(
+            dict.fromkeys(rid for rid, i in zip(rids, items, strict=True) if isinstance(i, SettleItem))
+        )
         # only a request whose first item is a settle, with no event yet, may claim its hold
         to_claim = [
             rid for rid in settle_ids if rid not in existing and isinstance(items[first[rid]], SettleItem)
@@ -256,7 +259,7 @@ class BulkWriter:
         new: list[_New] = []
         failed_claims: list[str] = []
         for index, item in enumerate(items):
-            rid = item.request_id
+            rid = rids[index]
             if isinstance(item, RecordItem):
                 if rid in existing or rid in made:
                     continue
@@ -300,10 +303,9 @@ class BulkWriter:
             sql.unclaim(conn, failed_claims)
 
         event_ids = self._append(conn, new)
-        for index, item in enumerate(items):
+        for index, rid in enumerate(rids):
             if results[index] is not None:
                 continue
-            rid = item.request_id
             if made.get(rid) == index:
                 results[index] = BulkResult(rid, event_ids[rid], True)
             else:
