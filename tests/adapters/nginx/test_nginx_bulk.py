@@ -166,3 +166,42 @@ def test_parser_edge_cases_are_malformed_not_crashes() -> None:
     ):
         with pytest.raises(MalformedLine):
             parse_line(bad)
+
+
+def test_the_cyclic_collector_is_paused_only_while_a_batch_is_applied(
+    runtime: Runtime, mixed_log: tuple[Path, dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from allotment_nginx.sink import LedgerSink
+
+    log, _ = mixed_log
+    seen: list[bool] = []
+    apply = LedgerSink.apply
+
+    def spy(self: LedgerSink, records: Any) -> list[str]:
+        seen.append(gc.isenabled())
+        return apply(self, records)
+
+    monkeypatch.setattr(LedgerSink, "apply", spy)
+    assert gc.isenabled()
+    ingest(runtime, log, tmp_path / "a.json")
+    assert seen == [False] and gc.isenabled()
+
+    def down(self: BulkStatements, conn: Any, rows: Any) -> dict[str, int]:
+        raise LedgerUnavailable("ledger database unavailable: disk I/O error")
+
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_bytes(line(**counts(100, 10)))  # a new passive line: its batch inserts an event
+    with monkeypatch.context() as patch:
+        patch.setattr(BulkStatements, "insert_events", down)
+        with pytest.raises(LedgerUnavailable):
+            ingest(runtime, fresh, tmp_path / "b.json")
+    assert seen == [False, False] and gc.isenabled()  # back on after a failed batch too
+
+    gc.disable()  # the application's own choice is left alone
+    try:
+        ingest(runtime, log, tmp_path / "c.json")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
