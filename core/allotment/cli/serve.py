@@ -27,7 +27,9 @@ def _uvicorn_options() -> dict[str, Any]:
     if importlib.util.find_spec("uvloop") is not None:
         options["loop"] = "uvloop"
     if importlib.util.find_spec("httptools") is not None:
-        options["http"] = "httptools"
+        from allotment.gateway.coalesce import coalescing_protocol
+
+        options["http"] = coalescing_protocol() or "httptools"
     return options
 
 
