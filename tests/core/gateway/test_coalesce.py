@@ -1,4 +1,4 @@
-"""``allotment serve`` sends the writes of one event-loop turn as one socket write."""
+"""``allotment serve`` sends a reply's head and body as one socket write; stream chunks at once."""
 
 from __future__ import annotations
 
@@ -50,46 +50,50 @@ def run(body: Any) -> RecordingTransport:
     return asyncio.run(main())
 
 
-def test_writes_of_one_turn_leave_as_one_write_in_order() -> None:
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+
+
+def test_a_head_and_its_body_leave_as_one_write_and_stream_chunks_at_once() -> None:
     async def body(t: CoalescingTransport, raw: RecordingTransport) -> None:
-        t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        t.write(HEAD)
+        assert raw.writes == []  # held for its body
+        assert t.get_write_buffer_size() == len(HEAD)
         t.write(b"{}")
-        assert raw.writes == []  # held until the turn ends
-        assert t.get_write_buffer_size() == 40
-        await asyncio.sleep(0)
-        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
-        t.write(b"data: 1\n\n")  # a later turn: a write of its own
-        await asyncio.sleep(0)
+        assert raw.writes == [HEAD + b"{}"]  # no wait for the end of the turn
+        t.write(HEAD.replace(b"content-length: 2", b"transfer-encoding: chunked"))
+        await asyncio.sleep(0)  # no body in this turn: the head leaves alone at its end
+        assert len(raw.writes) == 2
+        t.write(b"9\r\ndata: 1\n\n\r\n")  # a stream's chunk: at once
+        assert raw.writes[2:] == [b"9\r\ndata: 1\n\n\r\n"]
 
-    raw = run(body)
-    assert raw.writes[1:] == [b"data: 1\n\n"]
+    run(body)
 
 
-def test_a_large_write_goes_at_once_after_what_is_held() -> None:
+def test_a_large_body_is_not_copied_into_its_head() -> None:
     big = b"x" * DIRECT_WRITE_BYTES
 
     async def body(t: CoalescingTransport, raw: RecordingTransport) -> None:
-        t.write(b"head")
+        t.write(HEAD)
         t.write(big)
-        assert raw.writes == [b"head", big]  # nothing joined, nothing reordered
+        assert raw.writes == [HEAD, big]  # nothing joined, nothing reordered
         await asyncio.sleep(0)
-        assert raw.writes == [b"head", big]
+        assert raw.writes == [HEAD, big]
 
     run(body)
 
 
 def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
     async def body(t: CoalescingTransport, raw: RecordingTransport) -> None:
-        t.write(b"last words")
+        t.write(HEAD)
         t.close()
-        assert raw.writes == [b"last words"] and raw.closed
+        assert raw.writes == [HEAD] and raw.closed
         await asyncio.sleep(0)
-        assert raw.writes == [b"last words"]  # the end-of-turn flush finds nothing left
+        assert raw.writes == [HEAD]  # the end-of-turn flush finds nothing left
 
     run(body)
 
     async def aborting(t: CoalescingTransport, raw: RecordingTransport) -> None:
-        t.write(b"never sent")
+        t.write(HEAD)
         t.abort()
         await asyncio.sleep(0)
         assert raw.writes == [] and raw.aborted
