@@ -12,17 +12,15 @@ from allotment.db.executor import sqlite_path
 
 @contextmanager
 def write_locked(rt: Any) -> Iterator[None]:
-    """Another connection holds the database's write lock; allotment's writer waits 50 ms."""
+    """Another connection holds the SQLite database's write lock (as another process would);
+    allotment's writer waits ``ledger_wait_seconds`` for it, then fails."""
     other = sqlite3.connect(sqlite_path(rt.settings.database_url), isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
-    writer = rt.ledger.executor._conn
-    writer.execute("PRAGMA busy_timeout=50")
     try:
         yield
     finally:
         other.execute("ROLLBACK")
         other.close()
-        writer.execute("PRAGMA busy_timeout=30000")
 
 
 def metric(client: Any, name: str) -> float:

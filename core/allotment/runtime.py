@@ -109,6 +109,7 @@ class Runtime:
             settings.database_url,
             synchronous=settings.sqlite_synchronous,
             pool_size=settings.pg_pool_size,
+            wait_seconds=settings.ledger_wait_seconds,
         )
         runtime = cls(settings, executor, plugins=plugins, load_entrypoints=load_entrypoints)
         path = config_file or settings.config

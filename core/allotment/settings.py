@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = Field(default=600, ge=1)
     sqlite_synchronous: str = Field(default="NORMAL", description="NORMAL or FULL")
     pg_pool_size: int = Field(default=8, ge=1)
+    ledger_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="how long a ledger operation waits for a locked or unreachable database "
+        "before it fails with ledger_unavailable (or fails open, if the policy says so)",
+    )
 
     @field_validator("sqlite_synchronous")
     @classmethod

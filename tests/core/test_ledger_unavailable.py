@@ -4,8 +4,12 @@ unenforced once the ledger answers again."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,12 +31,14 @@ def wallet_totals(rt: Runtime) -> list[tuple[str, int, int]]:
 
 
 def test_fails_closed_by_default_and_holds_nothing(tmp_path: Path) -> None:
-    with temporary_runtime(tmp_path) as rt:
+    with temporary_runtime(tmp_path, ledger_wait_seconds=0.05) as rt:
         key, _ = rt.admin.issue_key("ada@acme.example")
         warm = rt.admit(intent(key))  # wallets exist; this call holds its worst case
         before = wallet_totals(rt)
+        started = time.monotonic()
         with write_locked(rt), pytest.raises(LedgerUnavailable) as refused:
             rt.admit(intent(key))
+        assert time.monotonic() - started < 5  # the configured 50 ms wait, not the default 30 s
         assert refused.value.status == 503 and refused.value.code == "ledger_unavailable"
         assert wallet_totals(rt) == before
         rt.settle(warm.request_id, USAGE)
@@ -41,7 +47,7 @@ def test_fails_closed_by_default_and_holds_nothing(tmp_path: Path) -> None:
 def test_a_database_error_inside_a_transaction_is_ledger_unavailable_and_changes_nothing(
     tmp_path: Path,
 ) -> None:
-    with temporary_runtime(tmp_path) as rt:
+    with temporary_runtime(tmp_path, ledger_wait_seconds=0.05) as rt:
         writer = rt.ledger.executor._conn  # type: ignore[attr-defined]
         pages = writer.execute("PRAGMA page_count").fetchone()[0]
         writer.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
@@ -60,7 +66,7 @@ def test_fail_open_lets_the_call_through_and_records_it_unenforced_once_the_ledg
     tmp_path: Path,
 ) -> None:
     config = SAMPLE_CONFIG + "\npolicy:\n  ledger_unavailable: open\n"
-    with temporary_runtime(tmp_path, config=config) as rt:
+    with temporary_runtime(tmp_path, config=config, ledger_wait_seconds=0.05) as rt:
         key, _ = rt.admin.issue_key("ada@acme.example")
         with write_locked(rt):
             admission = rt.admit(intent(key))
@@ -82,7 +88,7 @@ def test_fail_open_lets_the_call_through_and_records_it_unenforced_once_the_ledg
 
 def test_fail_open_still_refuses_what_needs_no_ledger_to_refuse(tmp_path: Path) -> None:
     config = SAMPLE_CONFIG + "\npolicy:\n  ledger_unavailable: open\n"
-    with temporary_runtime(tmp_path, config=config) as rt:
+    with temporary_runtime(tmp_path, config=config, ledger_wait_seconds=0.05) as rt:
         key, _ = rt.admin.issue_key("sam@acme.example")  # support tier: gpt-5.4-mini only
         with write_locked(rt):
             with pytest.raises(Exception) as denied:
@@ -91,3 +97,52 @@ def test_fail_open_still_refuses_what_needs_no_ledger_to_refuse(tmp_path: Path) 
             with pytest.raises(Exception) as unknown:
                 rt.admit(intent("sk-not-a-key"))
             assert getattr(unknown.value, "status", None) in (401, 503)
+
+
+@contextmanager
+def postgres_down(pg_server: Any, url: str) -> Iterator[None]:
+    """The database refuses connections and every open one is cut, as in a failover."""
+    name = url.rsplit("/", 1)[1]
+    pg_server.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+    pg_server.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    try:
+        yield
+    finally:
+        pg_server.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+
+
+def test_postgres_outage_fails_closed_then_open_and_the_usage_lands_once_it_is_back(
+    tmp_path: Path, pg_server: Any, postgres_url: str
+) -> None:
+    config = SAMPLE_CONFIG + "\npolicy:\n  ledger_unavailable: open\n"
+    with temporary_runtime(
+        tmp_path, database_url=postgres_url, config=SAMPLE_CONFIG, ledger_wait_seconds=0.5, pg_pool_size=2
+    ) as rt:
+        key, _ = rt.admin.issue_key("ada@acme.example")
+        rt.settle(rt.admit(intent(key)).request_id, USAGE)  # wallets exist
+        with postgres_down(pg_server, postgres_url), pytest.raises(LedgerUnavailable):
+            rt.admit(intent(key))  # the policy's default: closed
+    with temporary_runtime(
+        tmp_path, database_url=postgres_url, config=config, ledger_wait_seconds=0.5, pg_pool_size=2
+    ) as rt:
+        with postgres_down(pg_server, postgres_url):
+            admission = rt.admit(intent(key))
+            assert admission.reservation.state == UNRECORDED
+            with pytest.raises(LedgerUnavailable):
+                rt.settle(admission.request_id, USAGE)
+        event = _retry(lambda: rt.settle(admission.request_id, USAGE))  # the pool reconnects
+        assert event.cost_nanos == COST and event.enforced is False and "fail_open" in event.flags
+        person = next(w for w in rt.ledger.all_wallets() if w.scope == "person")
+        assert (person.spent_nanos, person.reserved_nanos) == (2 * COST, 0)
+        assert verify(rt).ok
+
+
+def _retry(call: Any, seconds: float = 30.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return call()
+        except LedgerUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

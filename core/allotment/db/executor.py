@@ -30,6 +30,8 @@ RESTART_FRAMES = 16384  # 64 MiB
 # until the next tick (it holds this process's writers back meanwhile).
 RESTART_WAIT_MS = 20
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# how long a ledger operation waits for a locked or unreachable database, by default
+DEFAULT_WAIT_SECONDS = 30.0
 
 
 class Executor:
@@ -78,11 +80,15 @@ def sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
-def connect_sqlite(path: str, synchronous: str = "NORMAL") -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+def connect_sqlite(
+    path: str, synchronous: str = "NORMAL", wait_seconds: float = DEFAULT_WAIT_SECONDS
+) -> sqlite3.Connection:
+    """A connection as the ledger uses them; ``wait_seconds``: how long a locked database is
+    waited for before the operation fails (``LedgerUnavailable``)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=wait_seconds)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute(f"PRAGMA busy_timeout={int(wait_seconds * 1000)}")
     conn.execute("PRAGMA foreign_keys=OFF")
     # when the WAL starts over, a file that grew past this is cut back to it
     conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
@@ -101,14 +107,17 @@ class SqliteExecutor(Executor):
     dialect = "sqlite"
     placeholder = "?"
 
-    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: str, synchronous: str = "NORMAL", wait_seconds: float = DEFAULT_WAIT_SECONDS
+    ) -> None:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.synchronous = synchronous
+        self.wait_seconds = wait_seconds
         self._queue: deque[tuple[Op[Any], Future[Any]]] = deque()
         self._writer = threading.Lock()
-        self._conn = connect_sqlite(path, synchronous)
+        self._conn = connect_sqlite(path, synchronous, wait_seconds)
         # Checkpoints copy the WAL into the database file; doing them inside a commit puts
         # milliseconds on a random request, so a background thread does them instead.
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
@@ -124,7 +133,7 @@ class SqliteExecutor(Executor):
     def _checkpoint_loop(self) -> None:
         if self.path == ":memory:":
             return
-        conn = connect_sqlite(self.path, self.synchronous)
+        conn = connect_sqlite(self.path, self.synchronous, self.wait_seconds)
         try:
             while not self._stop_checkpoints.wait(CHECKPOINT_SECONDS):
                 with suppress(sqlite3.Error):  # busy or locked: the next tick tries again
@@ -161,7 +170,7 @@ class SqliteExecutor(Executor):
             with self._writer:
                 busy, frames, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         finally:
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={int(self.wait_seconds * 1000)}")
         return int(frames) if busy else 0
 
     def run(self, op: Op[T]) -> T:
@@ -209,7 +218,7 @@ class SqliteExecutor(Executor):
         conn = getattr(self._local, "conn", None)
         try:
             if conn is None:
-                conn = connect_sqlite(self.path, self.synchronous)
+                conn = connect_sqlite(self.path, self.synchronous, self.wait_seconds)
                 self._local.conn = conn
             return op(conn)
         except sqlite3.OperationalError as exc:
@@ -313,7 +322,7 @@ class PostgresExecutor(Executor):
     dialect = "postgresql"
     placeholder = "%s"
 
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> None:
         try:
             from psycopg_pool import ConnectionPool
         except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -327,8 +336,8 @@ class PostgresExecutor(Executor):
             min_size=1,
             max_size=pool_size,
             open=True,
-            timeout=30.0,
-            kwargs={"autocommit": True},
+            timeout=wait_seconds,  # waiting for a free (or re-made) connection
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(wait_seconds))},
         )
         self._threads = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="allotment-pg")
         self._local = threading.local()
@@ -381,11 +390,17 @@ class PostgresExecutor(Executor):
         self._pool.close()
 
 
-def create_executor(url: str, *, synchronous: str = "NORMAL", pool_size: int = 8) -> Executor:
+def create_executor(
+    url: str,
+    *,
+    synchronous: str = "NORMAL",
+    pool_size: int = 8,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+) -> Executor:
     if url.startswith("sqlite"):
-        return SqliteExecutor(sqlite_path(url), synchronous)
+        return SqliteExecutor(sqlite_path(url), synchronous, wait_seconds)
     if url.startswith("postgresql"):
-        return PostgresExecutor(url, pool_size)
+        return PostgresExecutor(url, pool_size, wait_seconds)
     raise LedgerUnavailable(f"unsupported database URL {url!r} (use sqlite:/// or postgresql://)")
 
 

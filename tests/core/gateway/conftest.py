@@ -62,11 +62,22 @@ def rt(tmp_path: Path, fake: FakeUpstream) -> Iterator[Any]:
         yield runtime
 
 
+IMPATIENT = {"ledger_wait_seconds": 0.05}  # a locked database fails fast
+
+
+@pytest.fixture
+def impatient_rt(tmp_path: Path, fake: FakeUpstream) -> Iterator[Any]:
+    """Like ``rt``, waiting only 50 ms for a locked database."""
+    config = gateway_config(fake)
+    with temporary_runtime(tmp_path, config=config, admin_token="test-admin", **IMPATIENT) as runtime:
+        yield runtime
+
+
 @pytest.fixture
 def fail_open_rt(tmp_path: Path, fake: FakeUpstream) -> Iterator[Any]:
-    """Like ``rt``, with ``policy.ledger_unavailable: open``."""
+    """Like ``impatient_rt``, with ``policy.ledger_unavailable: open``."""
     config = gateway_config(fake) + "\npolicy:\n  ledger_unavailable: open\n"
-    with temporary_runtime(tmp_path, config=config, admin_token="test-admin") as runtime:
+    with temporary_runtime(tmp_path, config=config, admin_token="test-admin", **IMPATIENT) as runtime:
         yield runtime
 
 

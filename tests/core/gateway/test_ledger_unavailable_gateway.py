@@ -18,26 +18,30 @@ FAKE_COST = 12 * 2_500 + 6 * 10_000  # the fake's default usage (12 in, 6 out) o
 
 
 def test_an_unreachable_ledger_is_a_503_in_each_routes_shape_and_nothing_goes_upstream(
-    client: TestClient, rt: Any, auth: dict[str, str], fake: FakeUpstream
+    impatient_rt: Any, fake: FakeUpstream
 ) -> None:
-    client.post("/v1/chat/completions", json=BODY, headers=auth)  # wallets exist
-    calls_before = len(fake.requests)
-    with write_locked(rt):
-        openai = client.post("/v1/chat/completions", json=BODY, headers=auth)
-        anthropic = client.post(
-            "/v1/messages",
-            json={
-                "model": "claude-sonnet-4",
-                "max_tokens": 16,
-                "messages": [{"role": "user", "content": "hi"}],
-            },
-            headers={"x-api-key": auth["Authorization"].removeprefix("Bearer ")},
-        )
-    assert openai.status_code == 503
-    assert openai.json()["error"]["code"] == "ledger_unavailable"
-    assert anthropic.status_code == 503
-    assert anthropic.json()["type"] == "error"
-    assert len(fake.requests) == calls_before  # fail closed: the provider saw nothing
+    rt = impatient_rt
+    key, _ = rt.admin.issue_key("dev@acme.example")
+    auth = {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app(rt)) as client:
+        client.post("/v1/chat/completions", json=BODY, headers=auth)  # wallets exist
+        calls_before = len(fake.requests)
+        with write_locked(rt):
+            openai = client.post("/v1/chat/completions", json=BODY, headers=auth)
+            anthropic = client.post(
+                "/v1/messages",
+                json={
+                    "model": "claude-sonnet-4",
+                    "max_tokens": 16,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
+                headers={"x-api-key": auth["Authorization"].removeprefix("Bearer ")},
+            )
+        assert openai.status_code == 503
+        assert openai.json()["error"]["code"] == "ledger_unavailable"
+        assert anthropic.status_code == 503
+        assert anthropic.json()["type"] == "error"
+        assert len(fake.requests) == calls_before  # fail closed: the provider saw nothing
 
 
 def test_fail_open_answers_and_records_the_call_when_the_ledger_is_back(fail_open_rt: Any) -> None:
