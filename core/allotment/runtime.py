@@ -267,7 +267,7 @@ class Runtime:
                 raise
             max_out, estimate, reservation = self._reserve_clamped(principal, intent, at, denied)
         except LedgerUnavailable as down:
-            if not self._fails_open():
+            if not self.fails_open():
                 raise
             log.warning("ledger unavailable, letting %s through unenforced: %s", intent.request_id, down)
             reservation = Reservation("", intent.request_id, estimate.amount_nanos, (), at, UNRECORDED)
@@ -289,7 +289,8 @@ class Runtime:
             max_output_tokens=max_out,
         )
 
-    def _fails_open(self) -> bool:
+    def fails_open(self) -> bool:
+        """Whether calls go through unenforced while the ledger is unreachable (the policy)."""
         config = self.directory.config
         return config is not None and config.policy.ledger_unavailable == "open"
 

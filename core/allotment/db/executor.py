@@ -215,6 +215,8 @@ class SqliteExecutor(Executor):
                 self._local.in_batch = False
 
     def read(self, op: Op[T]) -> T:
+        if self._closed:
+            raise LedgerUnavailable("the ledger is closed")
         conn = getattr(self._local, "conn", None)
         try:
             if conn is None:

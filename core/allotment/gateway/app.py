@@ -97,8 +97,12 @@ def create_app(
     async def healthz(gateway: GatewayDep) -> Response:
         try:
             gateway.runtime.ledger.generation()
-        except Exception as exc:  # the gateway is up but cannot admit anything
-            return json_response({"status": "degraded", "ledger": str(exc)}, status=503)
+        except Exception as exc:
+            # failing closed, the gateway cannot admit anything: take it out of rotation;
+            # failing open, it still serves (unenforced): keep it in, but say so
+            fails_open = gateway.runtime.fails_open()
+            body = {"status": "degraded", "ledger": str(exc), "fail_open": fails_open}
+            return json_response(body, status=200 if fails_open else 503)
         return json_response({"status": "ok", "version": __version__, "streams": len(gateway.streams)})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")

@@ -99,3 +99,16 @@ def test_authorize_fails_open_without_a_reservation_and_settle_records_the_call(
         event = rt.event("ngx-7")
         assert event.enforced is False and "fail_open" in event.flags
         assert metric(client, "allotment_gateway_fail_open_total") == 1
+
+
+def test_healthz_takes_a_fail_closed_gateway_out_of_rotation_but_not_a_fail_open_one(
+    impatient_rt: Any, fail_open_rt: Any
+) -> None:
+    for rt, status in ((impatient_rt, 503), (fail_open_rt, 200)):
+        with TestClient(create_app(rt)) as client:
+            assert client.get("/healthz").json()["status"] == "ok"
+            rt.ledger.executor.close()  # the ledger is gone
+            health = client.get("/healthz")
+            assert health.status_code == status
+            assert health.json()["status"] == "degraded"
+            assert health.json()["fail_open"] is (status == 200)
