@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from allotment.pricing.book import RateCardBook, Resolution, _is_batch, _round_half_even, _scaled_prices
+from allotment.pricing.book import RateCardBook, Resolution, _is_batch, _scaled_prices
 from allotment.types import Usage
 
 if TYPE_CHECKING:
@@ -63,16 +63,7 @@ class PricedEntry:
         scaled = self._scaled.get(tier)
         if scaled is None:
             scaled = self._scaled[tier] = _scaled_prices(self._rates, total_input, self._batch)
-        return _round_half_even(
-            usage.input_tokens * scaled.input
-            + usage.cache_read_tokens * scaled.cache_read
-            + usage.cache_write_tokens * scaled.cache_write
-            + usage.cache_write_1h_tokens * scaled.cache_write_1h
-            + usage.output_tokens * scaled.output
-            + usage.tool_calls * scaled.tool_call
-            + usage.search_calls * scaled.search_call,
-            scaled.scale,
-        )
+        return scaled.amount(usage)
 
 
 class PriceTables:

@@ -423,17 +423,7 @@ def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync"
 
 def amount_nanos(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") -> int:
     """``price_with(...).amount_nanos`` without the informational components (bulk ingestion)."""
-    scaled = _scaled_prices(rates, usage.total_input_tokens, _is_batch(endpoint_mode))
-    return _round_half_even(
-        usage.input_tokens * scaled.input
-        + usage.cache_read_tokens * scaled.cache_read
-        + usage.cache_write_tokens * scaled.cache_write
-        + usage.cache_write_1h_tokens * scaled.cache_write_1h
-        + usage.output_tokens * scaled.output
-        + usage.tool_calls * scaled.tool_call
-        + usage.search_calls * scaled.search_call,
-        scaled.scale,
-    )
+    return _scaled_prices(rates, usage.total_input_tokens, _is_batch(endpoint_mode)).amount(usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +438,19 @@ class _ScaledPrices:
     output: int
     tool_call: int
     search_call: int
+
+    def amount(self, usage: Usage) -> int:
+        """What ``usage`` costs at these prices, in nanos: summed exactly, rounded half-even once."""
+        return _round_half_even(
+            usage.input_tokens * self.input
+            + usage.cache_read_tokens * self.cache_read
+            + usage.cache_write_tokens * self.cache_write
+            + usage.cache_write_1h_tokens * self.cache_write_1h
+            + usage.output_tokens * self.output
+            + usage.tool_calls * self.tool_call
+            + usage.search_calls * self.search_call,
+            self.scale,
+        )
 
 
 _SCALED: dict[tuple[int, int | None, bool], tuple[ModelRates, _ScaledPrices]] = {}
