@@ -43,6 +43,7 @@ from allotment.types import (
 )
 
 if TYPE_CHECKING:
+    from allotment.defaults.pricing import RateCardPricer
     from allotment.pricing.book import RateCardBook
 
 log = logging.getLogger("allotment.runtime")
@@ -80,6 +81,7 @@ class Runtime:
         self._admissions: OrderedDict[str, tuple[Reservation, CallIntent, Principal]] = OrderedDict()
         # request id -> (usage, price) of its last ``quote``: settle reuses it for the same usage
         self._quotes: dict[str, tuple[Usage, Price]] = {}
+        self._pricer: RateCardPricer | None = None
         self._admissions_lock = threading.Lock()
         self.pm: pluggy.PluginManager = create_plugin_manager(
             default_plugins(self), load_entrypoints=load_entrypoints, extra=plugins
@@ -165,8 +167,12 @@ class Runtime:
     def rate_book(self) -> RateCardBook:
         from allotment.defaults.pricing import RateCardPricer
 
+        pricer = self._pricer
+        if pricer is not None and self.pm.is_registered(pricer):
+            return pricer.book
         for plugin in self.pm.get_plugins():
             if isinstance(plugin, RateCardPricer):
+                self._pricer = plugin
                 return plugin.book
         raise LedgerUnavailable("the rate-card pricer is disabled")
 
@@ -553,7 +559,7 @@ class Runtime:
         """(provider, model) from ``provider/model`` or the rate cards' knowledge of a bare id."""
         book = self.rate_book
         head, sep, tail = model.partition("/")
-        if sep and head.lower() in book.providers():
+        if sep and book.has_provider(head.lower()):
             return head.lower(), tail
         provider = book.provider_for(model, _now())
         if provider is None:

@@ -356,3 +356,14 @@ def test_models_and_provider_for(book: RateCardBook) -> None:
     assert book.provider_for("gpt-4o-2024-08-06", AT) == "openai"
     # Ollama's wildcard never claims an unknown bare id.
     assert book.provider_for("who-knows", AT) is None
+
+
+def test_provider_for_answers_by_date_each_time_it_is_asked() -> None:
+    """A bare id is claimed only from its card's effective date: asking about a later day
+    first must not change the answer for an earlier one (the lookup is cached per model)."""
+    book = RateCardBook.load(default_card_dirs())
+    before, after = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 7, 1, tzinfo=UTC)
+    assert book.provider_for("gpt-5.4-mini", after) == "openai"
+    assert book.provider_for("gpt-5.4-mini", before) is None
+    assert book.provider_for(" gpt-5.4-mini ", after) == "openai"
+    assert book.has_provider("openai") and not book.has_provider("OpenAI")

@@ -178,6 +178,9 @@ class RateCardBook:
         for card in sorted(self.cards, key=lambda c: c.effective_from, reverse=True):
             self._by_provider.setdefault(card.provider, []).append(_CardIndex(card))
         self._cache: dict[tuple[str, str], tuple[tuple[datetime, Resolution], ...]] = {}
+        self._providers = sorted(self._by_provider)
+        # bare model id -> (provider, its resolutions) for the providers whose cards name it
+        self._claims: dict[str, tuple[tuple[str, tuple[tuple[datetime, Resolution], ...]], ...]] = {}
 
     # --- loading ---------------------------------------------------------------------
 
@@ -197,7 +200,11 @@ class RateCardBook:
 
     def providers(self) -> list[str]:
         """Every provider with at least one card, sorted."""
-        return sorted(self._by_provider)
+        return list(self._providers)
+
+    def has_provider(self, name: str) -> bool:
+        """Whether a card prices ``name`` (exactly as the cards spell it, lower case)."""
+        return name in self._by_provider
 
     def models(self, at: datetime) -> list[tuple[str, str]]:
         """(provider, entry name) for every entry in force at ``at`` (newest card per name)."""
@@ -211,10 +218,24 @@ class RateCardBook:
 
     def provider_for(self, model: str, at: datetime) -> str | None:
         """The provider whose cards name a bare model id (wildcard entries never claim one)."""
-        for provider in self.providers():
-            resolution = self.find(provider, model, at)
-            if resolution is not None and not resolution.rates.is_pattern:
-                return provider
+        model = model.strip()
+        claims = self._claims.get(model)
+        if claims is None:
+            claims = tuple(
+                (provider, found)
+                for provider in self._providers
+                if (found := self._resolutions(provider, model))
+            )
+            if len(self._claims) >= _CACHE_LIMIT:
+                self._claims.clear()  # unbounded model ids must not grow memory without limit
+            self._claims[model] = claims
+        when = _instant(at)
+        for provider, resolutions in claims:
+            for effective_from, resolution in resolutions:
+                if effective_from <= when:
+                    if not resolution.rates.is_pattern:
+                        return provider
+                    break
         return None
 
     # --- resolution ------------------------------------------------------------------
