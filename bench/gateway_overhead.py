@@ -72,10 +72,13 @@ def pct(values: list[float], q: int) -> float:
     return quantiles(values, n=100, method="inclusive")[q - 1] * 1000
 
 
+OWN_TIME: dict[str, list[float]] = {}  # target -> the gateway's x-allotment-overhead-ms, in ms
+
+
 async def one(
     session: aiohttp.ClientSession, url: str, headers: dict[str, str], stream: bool
 ) -> tuple[float, float]:
-    """(total seconds, seconds to the first body byte)."""
+    """(total seconds, seconds to the first body byte); notes the gateway's own reported time."""
     start = time.perf_counter()
     async with session.post(url, json=STREAM_BODY if stream else BODY, headers=headers) as r:
         first = None
@@ -84,6 +87,9 @@ async def one(
                 first = time.perf_counter() - start
         if r.status != 200:
             raise RuntimeError(f"{url}: HTTP {r.status}")
+        own = r.headers.get("x-allotment-overhead-ms")
+        if own is not None:
+            OWN_TIME.setdefault(url, []).append(float(own))
     return time.perf_counter() - start, first or 0.0
 
 
@@ -100,6 +106,7 @@ async def sequential(targets: dict[str, tuple[str, dict[str, str]]], rounds: int
                 samples[name].append(await one(session, url, headers, stream))
     kind = "stream" if stream else "non-stream"
     print(f"\n{kind}, sequential, {rounds} interleaved rounds")
+    urls = {name: url for name, (url, _) in targets.items()}
     for name, values in samples.items():
         totals = [t for t, _ in values]
         line = f"  {name:8s} p50 {pct(totals, 50):6.3f} ms  p99 {pct(totals, 99):6.3f} ms"
@@ -117,6 +124,13 @@ async def sequential(targets: dict[str, tuple[str, dict[str, str]]], rounds: int
         if stream:
             added_ttfb = [g[1] - d[1] for g, d in pairs]
             print(f"  {label} TTFB p50 {pct(added_ttfb, 50):+6.3f} ms  p99 {pct(added_ttfb, 99):+6.3f} ms")
+        own = [ms / 1000 for ms in OWN_TIME.pop(urls[name], [])][-len(pairs) :]
+        if own:
+            what = "to the first byte" if stream else "per call"
+            print(
+                f"  {name}'s own time {what} (x-allotment-overhead-ms): "
+                f"p50 {pct(own, 50):6.3f} ms  p99 {pct(own, 99):6.3f} ms"
+            )
 
 
 async def throughput(
@@ -184,6 +198,7 @@ async def open_loop(
             for url, headers in targets.values():
                 await one(session, url, headers, stream)
         names = list(targets)
+        OWN_TIME.clear()
         tasks: list[asyncio.Task[None]] = []
         start = time.perf_counter()
         due = start
@@ -214,6 +229,12 @@ async def open_loop(
                 f"  added by {name}: p50 {pct(values, 50) - pct(direct, 50):+6.3f} ms  "
                 f"p99 {pct(values, 99) - pct(direct, 99):+6.3f} ms"
             )
+            own = [ms / 1000 for ms in OWN_TIME.get(targets[name][0], [])]
+            if len(own) > 1:
+                print(
+                    f"  {name}'s own time (x-allotment-overhead-ms): "
+                    f"p50 {pct(own, 50):6.3f} ms  p99 {pct(own, 99):6.3f} ms"
+                )
 
 
 def start_gateway(

@@ -15,6 +15,8 @@ from allotment.errors import AllotmentError
 
 REQUEST_ID_HEADER = "x-allotment-request-id"
 COST_HEADER = "x-allotment-cost"
+# the gateway's own time on a call in ms: everything but the wait for the provider
+OVERHEAD_HEADER = "x-allotment-overhead-ms"
 
 # Anthropic's error types by status (its SDK maps them to exception classes).
 _ANTHROPIC_TYPES = {

@@ -100,6 +100,13 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.overhead = Histogram(
+            "allotment_gateway_overhead_seconds",
+            "The gateway's own time on a call: arrival to answer, less the wait for the provider "
+            "(to the first byte, for streams)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.settle_failures = Counter(
             "allotment_gateway_settle_failures",
             "Settlement attempts the ledger refused or missed (each is retried)",

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from allotment.errors import AllotmentError, Denied, InvalidRequest
 from allotment.gateway import litellm_route
-from allotment.gateway.errors import COST_HEADER, REQUEST_ID_HEADER, error_response
+from allotment.gateway.errors import COST_HEADER, OVERHEAD_HEADER, REQUEST_ID_HEADER, error_response
 from allotment.gateway.forwarding import Reply, Target, UpstreamError, resolve_target
 from allotment.gateway.state import Call, GatewayState
 from allotment.gateway.streaming import AnthropicTracker, OpenAITracker, SettlingStream
@@ -174,7 +174,15 @@ def _upstream_body(
     return out, strip_usage
 
 
+def _stamp_overhead(gateway: GatewayState, headers: Any, arrived: float, upstream: float) -> None:
+    """Say in a header (and the metric) how long the gateway itself took on this call."""
+    own = max(time.perf_counter() - arrived - upstream, 0.0)
+    gateway.metrics.overhead.observe(own)
+    headers[OVERHEAD_HEADER] = f"{own * 1000:.3f}"
+
+
 async def handle(gateway: GatewayState, request: Request, route: str) -> Response:
+    arrived = time.perf_counter()
     dialect = "anthropic" if route == "messages" else "openai"
     request_id = new_request_id()
     runtime = gateway.runtime
@@ -213,7 +221,9 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
     except AllotmentError as exc:
         metrics.denials.labels(exc.code).inc()
         metrics.count_request(route, exc.status, "denied")
-        return error_response(exc, dialect=dialect, request_id=request_id)
+        denial = error_response(exc, dialect=dialect, request_id=request_id)
+        _stamp_overhead(gateway, denial.headers, arrived, 0.0)
+        return denial
 
     call = Call(request_id, route, dialect, provider, model)
     upstream_model = (
@@ -224,16 +234,19 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
     try:
         result = await _forward(gateway, target, call, out, request, stream)
     except UpstreamError as exc:
+        upstream = time.perf_counter() - started
         event = await gateway.settle(call, Usage(), Outcome.ERROR, status=exc.status)
         response = error_response(exc, dialect=dialect, request_id=request_id)
         if event is not None:
             response.headers[COST_HEADER] = usd_string(event.cost_nanos)
+        _stamp_overhead(gateway, response.headers, arrived, upstream)
         return response
     finally:
-        metrics.observe_upstream(provider, time.perf_counter() - started)
+        upstream = time.perf_counter() - started
+        metrics.observe_upstream(provider, upstream)
 
     if isinstance(result, Reply):
-        return await _complete(gateway, call, body, result)
+        return await _complete(gateway, call, body, result, arrived, upstream)
     input_estimate = estimate_tokens(text_bytes(body))
     tracker = (
         AnthropicTracker(input_estimate)
@@ -244,6 +257,7 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
     for key in ("x-request-id", "request-id", "openai-processing-ms"):
         if key in result.headers:
             headers[key] = result.headers[key]
+    _stamp_overhead(gateway, headers, arrived, upstream)  # up to the first byte
     return SettlingStream(gateway, call, result, tracker, headers)
 
 
@@ -290,7 +304,9 @@ def _reply_usage(call: Call, body: dict[str, Any], reply: Reply) -> Usage:
     )
 
 
-async def _complete(gateway: GatewayState, call: Call, body: dict[str, Any], reply: Reply) -> Response:
+async def _complete(
+    gateway: GatewayState, call: Call, body: dict[str, Any], reply: Reply, arrived: float, upstream: float
+) -> Response:
     """The provider's answer, then the settlement.
 
     The client does not wait for the ledger: the cost header is the exact price settle will
@@ -316,6 +332,7 @@ async def _complete(gateway: GatewayState, call: Call, body: dict[str, Any], rep
         settle_after = BackgroundTask(gateway.settle, call, usage, outcome, status=reply.status)
     if cost is not None:
         headers[COST_HEADER] = usd_string(cost)
+    _stamp_overhead(gateway, headers, arrived, upstream)
     return Response(
         reply.body, status_code=reply.status, headers=headers, media_type=media, background=settle_after
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -9,6 +11,7 @@ from fastapi.testclient import TestClient
 from allotment import hookimpl
 from allotment.gateway import create_app
 from allotment.testing import temporary_runtime
+from allotment.testing.fake_upstream import FakeUsage, Script
 
 
 def test_healthz(client) -> None:
@@ -53,3 +56,24 @@ def test_plugins_add_routes_through_the_hook(tmp_path: Path) -> None:
     ):
         assert client.get("/hello").json() == {"hello": "plugin"}
         assert "hello" in {p["name"] for p in client.get("/-/plugins").json()}
+
+
+def test_overhead_header_is_the_gateways_own_time_not_the_providers(client, auth, fake) -> None:
+    """``x-allotment-overhead-ms`` leaves out the wait for the provider (here 300 ms), for an
+    answer, a stream (up to its first byte) and a refusal; the metric counts each of them."""
+    fake.default = Script(delay=0.3, usage=FakeUsage(input_tokens=12, output_tokens=6))
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    started = time.perf_counter()
+    reply = client.post("/v1/chat/completions", headers=auth, json=body)
+    assert reply.status_code == 200 and time.perf_counter() - started >= 0.3
+    with client.stream("POST", "/v1/chat/completions", headers=auth, json={**body, "stream": True}) as stream:
+        assert stream.status_code == 200
+        stream_overhead = stream.headers["x-allotment-overhead-ms"]
+        stream.read()
+    refused = client.post("/v1/chat/completions", headers={"Authorization": "Bearer nope"}, json=body)
+    assert refused.status_code == 401
+    for value in (reply.headers["x-allotment-overhead-ms"], stream_overhead):
+        assert re.fullmatch(r"\d+\.\d{3}", value)
+        assert 0 <= float(value) < 250
+    assert 0 < float(refused.headers["x-allotment-overhead-ms"]) < 250
+    assert "allotment_gateway_overhead_seconds_count 3.0" in client.get("/metrics").text
