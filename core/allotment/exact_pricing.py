@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from allotment.pricing.book import RateCardBook, Resolution, _is_batch, _scaled_prices
+from allotment.pricing.book import RateCardBook, Resolution, is_batch, scaled_prices
 from allotment.types import Usage
 
 if TYPE_CHECKING:
-    from allotment.pricing.book import _ScaledPrices
+    from allotment.pricing.book import ScaledPrices
 
 _CACHE_LIMIT = 4096
 
@@ -49,10 +49,10 @@ class PricedEntry:
         self.model = resolution.model
         self.flags: tuple[str, ...] = ("deprecated_model",) if rates.deprecated else ()
         self._rates = rates
-        self._batch = _is_batch(endpoint_mode)
+        self._batch = is_batch(endpoint_mode)
         # the tier rule of ``unit_prices``: the last tier whose threshold the input exceeds
         self._tiers = tuple(tier.above_input_tokens for tier in rates.tiers)
-        self._scaled: dict[int | None, _ScaledPrices] = {}
+        self._scaled: dict[int | None, ScaledPrices] = {}
 
     def amount_nanos(self, usage: Usage) -> int:
         total_input = usage.total_input_tokens
@@ -62,7 +62,7 @@ class PricedEntry:
                 tier = above
         scaled = self._scaled.get(tier)
         if scaled is None:
-            scaled = self._scaled[tier] = _scaled_prices(self._rates, total_input, self._batch)
+            scaled = self._scaled[tier] = scaled_prices(self._rates, total_input, self._batch)
         return scaled.amount(usage)
 
 

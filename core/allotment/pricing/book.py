@@ -101,7 +101,8 @@ def _to_nanos(dollars: Decimal) -> int:
     return int((dollars * _NANOS).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
-def _is_batch(endpoint_mode: object) -> bool:
+def is_batch(endpoint_mode: object) -> bool:
+    """Whether an endpoint mode (an ``EndpointMode`` or its value) is the batch API's."""
     return str(getattr(endpoint_mode, "value", endpoint_mode)).lower() == "batch"
 
 
@@ -354,7 +355,7 @@ class RateCardBook:
         """
         rates = self.entry(provider, model, at)
         prices = unit_prices(rates, input_tokens)
-        multiplier = rates.batch if _is_batch(endpoint_mode) else Decimal(1)
+        multiplier = rates.batch if is_batch(endpoint_mode) else Decimal(1)
         cap = rates.max_output_tokens if rates.max_output_tokens is not None else MAX_TOKENS_PER_FIELD
         with localcontext() as ctx:
             ctx.prec = 60
@@ -373,7 +374,7 @@ class RateCardBook:
 def exact_costs(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") -> dict[str, Decimal]:
     """Unrounded USD per component ("input", ..., "per_call") for ``usage`` priced by ``rates``."""
     prices = unit_prices(rates, usage.total_input_tokens)
-    multiplier = rates.batch if _is_batch(endpoint_mode) else None
+    multiplier = rates.batch if is_batch(endpoint_mode) else None
     counts = (
         ("input", usage.input_tokens, prices.input),
         ("cache_read", usage.cache_read_tokens, prices.cache_read),
@@ -412,7 +413,7 @@ def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync"
     ``exact_costs`` to the nano-dollar (``tests/core/test_pricing_integer.py`` checks both).
     """
     rates = resolution.rates
-    scaled = _scaled_prices(rates, usage.total_input_tokens, _is_batch(endpoint_mode))
+    scaled = scaled_prices(rates, usage.total_input_tokens, is_batch(endpoint_mode))
     scale = scaled.scale
     total = 0
     components = dict.fromkeys(COMPONENT_KEYS, 0)
@@ -444,11 +445,11 @@ def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync"
 
 def amount_nanos(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") -> int:
     """``price_with(...).amount_nanos`` without the informational components (bulk ingestion)."""
-    return _scaled_prices(rates, usage.total_input_tokens, _is_batch(endpoint_mode)).amount(usage)
+    return scaled_prices(rates, usage.total_input_tokens, is_batch(endpoint_mode)).amount(usage)
 
 
 @dataclass(frozen=True, slots=True)
-class _ScaledPrices:
+class ScaledPrices:
     """Nano-dollars per token (per call for fees), each as an integer numerator over ``scale``."""
 
     scale: int
@@ -474,10 +475,11 @@ class _ScaledPrices:
         )
 
 
-_SCALED: dict[tuple[int, int | None, bool], tuple[ModelRates, _ScaledPrices]] = {}
+_SCALED: dict[tuple[int, int | None, bool], tuple[ModelRates, ScaledPrices]] = {}
 
 
-def _scaled_prices(rates: ModelRates, total_input_tokens: int, batch: bool) -> _ScaledPrices:
+def scaled_prices(rates: ModelRates, total_input_tokens: int, batch: bool) -> ScaledPrices:
+    """The entry's integer prices for a call with this many input tokens (its tier), cached."""
     prices = unit_prices(rates, total_input_tokens)
     key = (id(rates), prices.tier, batch)
     hit = _SCALED.get(key)
@@ -492,7 +494,7 @@ def _scaled_prices(rates: ModelRates, total_input_tokens: int, batch: bool) -> _
     return scaled
 
 
-def _scale(rates: ModelRates, prices: UnitPrices, batch: bool) -> _ScaledPrices:
+def _scale(rates: ModelRates, prices: UnitPrices, batch: bool) -> ScaledPrices:
     multiplier = rates.batch if batch else Decimal(1)
     # USD per 1M tokens x 1e9 nanos / 1e6 tokens = nanos per token: x 1000, times the multiplier
     per_token = [
@@ -507,7 +509,7 @@ def _scale(rates: ModelRates, prices: UnitPrices, batch: bool) -> _ScaledPrices:
     numerators = [int(v.scaleb(exponent)) for v in values]
     if any(Decimal(n) != v.scaleb(exponent) for n, v in zip(numerators, values, strict=True)):
         raise PricingError(f"a price of {rates.name} cannot be represented exactly")
-    return _ScaledPrices(scale, *numerators)
+    return ScaledPrices(scale, *numerators)
 
 
 def _round_half_even(numerator: int, scale: int) -> int:
@@ -532,8 +534,12 @@ __all__: Sequence[str] = (
     "PROVIDER_ALIASES",
     "RateCardBook",
     "Resolution",
+    "ScaledPrices",
     "UnitPrices",
+    "amount_nanos",
     "exact_costs",
+    "is_batch",
     "price_with",
+    "scaled_prices",
     "unit_prices",
 )
