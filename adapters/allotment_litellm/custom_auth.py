@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from typing import Any
 
 from litellm.proxy._types import LitellmUserRoles, UserAPIKeyAuth
 
 from allotment.directory import hash_key
-from allotment.errors import Denied
+from allotment.errors import AllotmentError, Denied, LedgerUnavailable
 from allotment_litellm.errors import refusal
 from allotment_litellm.identity import KEY_HASH_FIELD
+
+log = logging.getLogger("allotment.litellm")
 
 
 def _master_key() -> str | None:
@@ -35,8 +38,14 @@ async def auth(request: Any, api_key: str) -> UserAPIKeyAuth:
         return UserAPIKeyAuth(api_key=api_key, user_role=LitellmUserRoles.PROXY_ADMIN)
     principal = None
     if api_key:
-        rt = await handler.holder.get_async()
-        principal = await asyncio.to_thread(rt.find_principal, api_key, {"litellm_custom_auth": True})
+        try:
+            rt = await handler.holder.get_async()
+            principal = await asyncio.to_thread(rt.find_principal, api_key, {"litellm_custom_auth": True})
+        except AllotmentError as exc:  # e.g. the ledger cannot be opened or read: 503, in our shape
+            raise refusal(exc) from None
+        except Exception as exc:  # fail closed, as admission does
+            log.exception("allotment: authenticating a LiteLLM caller failed")
+            raise refusal(LedgerUnavailable(f"allotment could not authenticate the call: {exc}")) from None
     if principal is None:
         raise refusal(Denied(401, "invalid_api_key", "invalid, revoked or unknown API key"))
     return UserAPIKeyAuth(

@@ -6,6 +6,7 @@ Every hook is declared on this class itself: LiteLLM skips hooks a subclass mere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -52,7 +53,18 @@ HOOKS = (
     "async_log_failure_event",
 )
 _MEMORY = 100_000
-_SETTLE_ATTEMPTS = (0.2, 0.5, 1.0, 2.0)
+# seconds between attempts to settle after the ledger refused (the gateway's shape): LiteLLM
+# delivers a call's log event once, so a settle dropped on a locked ledger is lost usage
+SETTLE_RETRY_DELAYS = (0.5, 2.0, 5.0, 15.0, 30.0)
+
+
+def _callback_time_limit() -> float:
+    """How long LiteLLM lets one log callback run before it cancels it (20 s by default)."""
+    try:
+        from litellm.constants import LOGGING_WORKER_MAX_TIME_PER_COROUTINE
+    except ImportError:  # pragma: no cover - older or newer LiteLLM
+        return 20.0
+    return float(LOGGING_WORKER_MAX_TIME_PER_COROUTINE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,10 @@ class AllotmentLogger(CustomLogger):
         self._calls: OrderedDict[str, _Call] = OrderedDict()
         self._denied: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()
+        self.settle_retry_delays: tuple[float, ...] = SETTLE_RETRY_DELAYS
+        # a log callback waits this long for its first settle attempt; the attempt and its
+        # retries run in a task of their own, which LiteLLM's time limit cannot cancel
+        self.settle_wait_seconds = _callback_time_limit() / 2
 
     # -- admission ---------------------------------------------------------------------
     async def async_pre_call_hook(
@@ -189,32 +205,74 @@ class AllotmentLogger(CustomLogger):
     async def _settle(self, settlement: reconcile.Settlement) -> None:
         if settlement.call_id in self._denied:
             return  # refused at admission: nothing was reserved
-        rt = await self.holder.get_async()
+        rt = self.holder._runtime
+        if rt is None:
+            return  # this process never opened its runtime, so it admitted nothing
         flags = list(settlement.flags)
         call = self._calls.pop(settlement.call_id, None)
         if call is not None:
             flags.extend(self._cost_flags(rt, call, settlement))
-        for delay in (*_SETTLE_ATTEMPTS, None):
-            try:
-                await rt.settle_async(
-                    settlement.call_id,
-                    settlement.usage,
-                    settlement.outcome,
-                    external_cost_nanos=settlement.external_cost_nanos,
-                    flags=flags,
-                )
+        attempted = asyncio.Event()
+        self._spawn(self._settle_until_done(rt, settlement, tuple(flags), attempted))
+        # LiteLLM awaits its callbacks (also when it flushes them at exit): wait for the first
+        # attempt, usually a millisecond, but leave a locked ledger's retries to the task
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(attempted.wait(), self.settle_wait_seconds)
+
+    async def _settle_until_done(
+        self,
+        rt: Runtime,
+        settlement: reconcile.Settlement,
+        flags: tuple[str, ...],
+        attempted: asyncio.Event,
+    ) -> None:
+        """Settle now; if the ledger refused (locked, unreachable), retry after each delay.
+
+        Settle is idempotent, so a retry never charges twice. An enforced call's hold keeps
+        its worst case meanwhile; a call let through unenforced (``fail_open``) is recorded
+        from the admission this process kept. Only when every attempt failed is it lost.
+        """
+        try:
+            done = await self._settle_once(rt, settlement, flags)
+        finally:
+            attempted.set()
+        if done:
+            return
+        log.warning("allotment: the ledger refused the settlement of %s; retrying it", settlement.call_id)
+        for delay in self.settle_retry_delays:
+            await asyncio.sleep(delay)
+            if await self._settle_once(rt, settlement, flags):
+                log.warning("allotment: settled %s after a retry", settlement.call_id)
                 return
-            except NotFound:
-                log.debug("allotment: LiteLLM call %s was not admitted here", settlement.call_id)
-                return
-            except AllotmentError:
-                log.exception("allotment: settling %s refused", settlement.call_id)
-                return
-            except Exception:
-                if delay is None:
-                    log.exception("allotment: settling %s failed; the hold will expire", settlement.call_id)
-                    return
-                await asyncio.sleep(delay)
+        log.error(
+            "allotment: gave up settling %s; its usage is not in the ledger "
+            "(an enforced call's hold expires without a charge)",
+            settlement.call_id,
+        )
+
+    async def _settle_once(
+        self, rt: Runtime, settlement: reconcile.Settlement, flags: tuple[str, ...]
+    ) -> bool:
+        """One attempt: True once there is nothing left to do, False if a retry may succeed."""
+        try:
+            await rt.settle_async(
+                settlement.call_id,
+                settlement.usage,
+                settlement.outcome,
+                external_cost_nanos=settlement.external_cost_nanos,
+                flags=flags,
+            )
+        except NotFound:
+            log.debug("allotment: LiteLLM call %s was not admitted here", settlement.call_id)
+        except LedgerUnavailable as exc:
+            log.warning("allotment: settling %s: %s", settlement.call_id, exc)
+            return False
+        except AllotmentError:
+            log.exception("allotment: settling %s refused", settlement.call_id)
+        except Exception:
+            log.exception("allotment: settling %s failed", settlement.call_id)
+            return False
+        return True
 
     @staticmethod
     def _cost_flags(rt: Runtime, call: _Call, settlement: reconcile.Settlement) -> list[str]:

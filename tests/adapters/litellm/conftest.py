@@ -26,7 +26,7 @@ from allotment.testing.fake_upstream import FakeUpstream  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from litellm_harness import proxy_config, start_proxy, stop_proxy  # noqa: E402
-from litellm_stack import SETTLE_GRACE_SECONDS, Stack  # noqa: E402
+from litellm_stack import LEDGER_WAIT_SECONDS, SETTLE_GRACE_SECONDS, Stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +49,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "ALLOTMENT_CONFIG": str(workdir / "allotment.yaml"),
                 "ALLOTMENT_LITELLM_SETTLE_GRACE_SECONDS": str(SETTLE_GRACE_SECONDS),
                 "ALLOTMENT_LITELLM_SWEEP_SECONDS": "1",
+                # a locked ledger fails in a second, not the default 30 s (ledger-unavailable tests)
+                "ALLOTMENT_LEDGER_WAIT_SECONDS": str(LEDGER_WAIT_SECONDS),
                 "ALLOTMENT_CONTRACT_PROBE_FILE": str(workdir / "probe.jsonl"),
             },
         )

@@ -22,6 +22,7 @@ from allotment.testing.fake_upstream import FakeUpstream
 from allotment.types import UsageEvent
 
 SETTLE_GRACE_SECONDS = 3
+LEDGER_WAIT_SECONDS = 1  # the proxy's ALLOTMENT_LEDGER_WAIT_SECONDS: how long it waits for a locked ledger
 
 
 @dataclass

@@ -52,6 +52,16 @@ def test_proxy_exception_carries_status_headers_and_openai_code() -> None:
     assert (exc.code, exc.headers) == ("402", {"a": "b"})
 
 
+def test_litellm_cancels_a_slow_log_callback_and_we_wait_within_that_limit() -> None:
+    # a log callback is cancelled past this limit: settle attempts run in a task of their own
+    from litellm.constants import LOGGING_WORKER_MAX_TIME_PER_COROUTINE
+    from litellm.litellm_core_utils.logging_worker import LoggingWorker
+
+    timeout = inspect.signature(LoggingWorker.__init__).parameters["timeout"].default
+    assert timeout == LOGGING_WORKER_MAX_TIME_PER_COROUTINE == 20.0
+    assert AllotmentLogger().settle_wait_seconds == LOGGING_WORKER_MAX_TIME_PER_COROUTINE / 2
+
+
 @pytest.mark.slow
 def test_pre_call_and_log_event_payloads_have_the_fields_we_read(stack: Stack, fake: FakeUpstream) -> None:
     key, _ = stack.key()

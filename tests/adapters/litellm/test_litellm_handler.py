@@ -15,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from allotment.audit import verify
+from allotment.config import SAMPLE_CONFIG
 from allotment.directory import hash_key
+from allotment.errors import LedgerUnavailable
 from allotment.runtime import Runtime
 from allotment.testing import temporary_runtime
 from allotment.types import Outcome
@@ -23,6 +26,7 @@ from allotment_litellm import AllotmentLogger
 from allotment_litellm.errors import AllotmentRefusal
 from allotment_litellm.identity import KEY_HASH_FIELD
 from allotment_litellm.logger import check_hooks_declared
+from helpers import write_locked
 
 GPT4O_IN, GPT4O_OUT = 2_500, 10_000
 
@@ -214,6 +218,64 @@ def test_ledger_failure_fails_closed_with_503(rt: Runtime, monkeypatch: pytest.M
     with pytest.raises(AllotmentRefusal) as caught:
         _run(handler.async_pre_call_hook(_caller(rt), None, _data(), "completion"))
     assert caught.value.code == "503" and caught.value.to_dict()["code"] == "ledger_unavailable"
+
+
+OPEN_CONFIG = SAMPLE_CONFIG.replace("\npolicy:\n", "\npolicy:\n  ledger_unavailable: open\n")
+
+
+def test_a_settle_refused_by_a_locked_ledger_is_retried_until_it_lands(tmp_path: Path) -> None:
+    """Fail open: the call is admitted unrecorded, its one success event finds the ledger
+    still locked, and the background retry records it once the lock is gone."""
+
+    async def scenario(rt: Runtime, handler: AllotmentLogger, caller: Any) -> None:
+        data = _data()
+        call_id = data["litellm_call_id"]
+        with write_locked(rt):
+            await handler.async_pre_call_hook(caller, None, data, "completion")
+            await handler.async_log_success_event(_success(call_id, 100, 20, 0.00045), None, None, None)
+            assert rt.event(call_id) is None  # the first attempt was refused
+            await asyncio.sleep(0.2)  # retries refused too, while the lock holds
+            assert rt.event(call_id) is None
+        await asyncio.gather(*handler._background)
+        event = rt.event(call_id)
+        assert event is not None and event.cost_nanos == 100 * GPT4O_IN + 20 * GPT4O_OUT
+        assert event.enforced is False and "fail_open" in event.flags
+        await handler.async_log_success_event(_success(call_id, 100, 20, 0.00045), None, None, None)
+        assert sum(w.spent_nanos for w in rt.ledger.all_wallets() if w.scope == "org") == 450_000
+
+    assert OPEN_CONFIG != SAMPLE_CONFIG
+    with temporary_runtime(tmp_path, config=OPEN_CONFIG, ledger_wait_seconds=0.05) as rt:
+        handler = AllotmentLogger(rt)
+        handler.settle_retry_delays = (0.05,) * 40
+        _run(scenario(rt, handler, _caller(rt)))
+        assert verify(rt).ok
+
+
+def test_custom_auth_answers_503_in_our_shape_when_the_ledger_cannot_be_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import allotment_litellm
+    from allotment_litellm import custom_auth
+
+    async def locked() -> Runtime:
+        raise LedgerUnavailable("cannot migrate the database: database is locked")
+
+    monkeypatch.setattr(allotment_litellm.handler.holder, "get_async", locked)
+    monkeypatch.setattr(custom_auth, "_master_key", lambda: None)  # no proxy_server import (2 s)
+    with pytest.raises(AllotmentRefusal) as caught:
+        _run(allotment_litellm.auth(None, "sk-allot-anything"))
+    assert caught.value.code == "503" and caught.value.to_dict()["code"] == "ledger_unavailable"
+
+
+def test_a_log_event_never_opens_the_runtime_of_a_process_that_admitted_nothing() -> None:
+    handler = AllotmentLogger()
+
+    def refuse() -> Runtime:
+        raise AssertionError("the log event opened the runtime")
+
+    handler.holder.get = refuse  # type: ignore[method-assign]
+    _run(handler.async_log_failure_event(_success(str(uuid.uuid4()), 9, 0, 0.0), None, None, None))
+    assert handler.holder._runtime is None
 
 
 def test_an_inherited_hook_fails_the_self_check() -> None:
