@@ -1,4 +1,5 @@
-"""Session fixtures: one fake provider, one ``allotment serve``, an enforcing and a passive nginx.
+"""Session fixtures: one fake provider, one ``allotment serve``, an enforcing and a passive nginx,
+started once per ledger backend (SQLite and PostgreSQL, or ``ALLOTMENT_TEST_BACKENDS``).
 
 Tests issue their own keys (with their own budgets) and read the shared access logs.
 """
@@ -37,18 +38,44 @@ class Stack:
         return key, key_id
 
 
+def session_backends(config: pytest.Config) -> list[str]:
+    """``BACKENDS`` of tests/conftest.py (``ALLOTMENT_TEST_BACKENDS`` narrows it).
+
+    Both files are modules named ``conftest``, so the root one is found among pytest's plugins
+    rather than imported.
+    """
+    root = Path(__file__).parents[2] / "conftest.py"
+    for plugin in config.pluginmanager.get_plugins():
+        if Path(getattr(plugin, "__file__", None) or "") == root:
+            return list(plugin.BACKENDS)
+    raise RuntimeError(f"{root} is not loaded")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "stack" in metafunc.fixturenames:
+        backends = session_backends(metafunc.config)
+        metafunc.parametrize("stack", backends, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole stack on one backend; pytest finishes one backend's tests before starting the next."""
     if not nginx_available():
         pytest.skip("nginx with the njs module is not installed (make system-deps)")
-    workdir = tmp_path_factory.mktemp("nginx-stack")
-    database_url = f"sqlite:///{workdir / 'allotment.db'}"
+    backend = request.param
+    workdir = tmp_path_factory.mktemp(f"nginx-stack-{backend}")
+    if backend == "postgres":
+        pg = request.getfixturevalue("pg_server")
+        database_url = pg.create_database(request.getfixturevalue("pg_template"))
+    else:
+        database_url = f"sqlite:///{workdir / 'allotment.db'}"
     fake = FakeUpstream().start()
     serve = start_serve(workdir, SAMPLE_CONFIG, database_url=database_url, admin_token="nginx-test-token")
     decision_url = serve.url
     runtime = Runtime.open(Settings(database_url=database_url), migrate=False, load_entrypoints=False)
     enforced = passive = None
     try:
+        assert runtime.engine.dialect.name.startswith(backend)  # sqlite, or postgresql
         enforced = start_nginx(workdir / "enforced", fake.url, decision_url)
         passive = start_nginx(workdir / "passive", fake.url, decision_url, passive=True)
         yield Stack(fake, decision_url, enforced, passive, runtime, workdir)

@@ -1,4 +1,7 @@
-"""Passive mode through a real nginx: no pre-check, yet every call is attributed from the log."""
+"""Passive mode through a real nginx: no pre-check, yet every call is attributed from the log.
+
+Runs on SQLite and PostgreSQL (the ``stack`` fixture starts once per backend).
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Rotation against a real nginx: rename+reopen (USR1), copytruncate, and a tailer that dies
 before saving its checkpoint or is down during a logrotate shift: every call is settled once,
-none lost or doubled.
+none lost or doubled. Runs on SQLite and PostgreSQL (the ``stack`` fixture starts once per backend).
 """
 
 from __future__ import annotations
