@@ -21,18 +21,60 @@ function key_hash(r) {
     return key ? crypto.createHash('sha256').update(key).digest('hex') : '';
 }
 
-// X-Allotment-Label-<Name> headers as a JSON object, so passive lines carry their labels.
+function labelName(name) {
+    return String(name).trim().toLowerCase().replace(/_/g, '-');
+}
+
+// The request body's `metadata` object, when nginx kept the body in memory (see
+// client_body_buffer_size); null otherwise. The body is parsed only if it mentions metadata.
+function bodyMetadata(r) {
+    var text;
+    try { text = r.requestText; } catch (e) { return null; }
+    if (!text || text.length > JSON_CAP || text.indexOf('"metadata"') < 0) { return null; }
+    var body;
+    try { body = JSON.parse(text); } catch (e) { return null; }
+    var meta = body && typeof body === 'object' ? body.metadata : null;
+    return meta && typeof meta === 'object' && !Array.isArray(meta) ? meta : null;
+}
+
+// Labels as the gateway reads them: the body metadata's string values (but user_id and the
+// trace/retry links), then X-Allotment-Label-<Name> headers, which win; a JSON object, so
+// passive lines carry their labels. Names lower-case, `_` read as `-`.
 function labels(r) {
     var out = {};
     var any = false;
+    var meta = bodyMetadata(r);
+    if (meta) {
+        for (var key in meta) {
+            var label = labelName(key);
+            if (typeof meta[key] === 'string' && label !== 'user-id' && label !== 'trace-id'
+                && label !== 'retry-of' && label) {
+                out[label] = meta[key];
+                any = true;
+            }
+        }
+    }
     for (var name in r.headersIn) {
         var lower = name.toLowerCase();
         if (lower.indexOf('x-allotment-label-') === 0) {
-            out[lower.substring(18)] = String(r.headersIn[name]).trim();
+            out[labelName(lower.substring(18))] = String(r.headersIn[name]).trim();
             any = true;
         }
     }
     return any ? JSON.stringify(out) : '';
+}
+
+// The workflow trace id: the X-Allotment-Trace-Id header, else the body metadata's trace_id.
+function trace_id(r) {
+    var header = r.headersIn['X-Allotment-Trace-Id'];
+    if (header) { return String(header).trim(); }
+    var meta = bodyMetadata(r);
+    if (meta) {
+        for (var key in meta) {
+            if (labelName(key) === 'trace-id' && typeof meta[key] === 'string') { return meta[key]; }
+        }
+    }
+    return '';
 }
 
 function deny(r, status, body, reason) {
@@ -236,4 +278,4 @@ function filter(r, data, flags) {
     }
 }
 
-export default {preauth, filter, key_hash, labels};
+export default {preauth, filter, key_hash, labels, trace_id};

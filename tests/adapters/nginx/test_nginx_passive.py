@@ -51,3 +51,42 @@ def test_passive_mode_attributes_calls_without_auth_request(stack, tmp_path):
     assert event.cost_nanos == 5_000_000 + 1_250_000 + 1_000_000
     stranger = stack.runtime.event(anonymous_id)
     assert stranger is not None and "unattributed" in stranger.flags and stranger.person_id is None
+
+
+def test_passive_mode_reads_labels_and_trace_from_the_body_metadata(stack, tmp_path):
+    """Clients that label calls in the body's ``metadata`` (as the gateway reads them) are
+    attributed in passive mode too; a header of the same name wins, as in the gateway."""
+    key, _ = stack.key("grace@acme.example")
+    stack.fake.default = Script(usage=FakeUsage(input_tokens=300, output_tokens=30))
+    reply = httpx.post(
+        stack.passive.url + "/v1/chat/completions",
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}", "X-Allotment-Label-Feature": "search"},
+        json={
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {
+                "feature": "summarize",
+                "Customer_Tier": "gold",
+                "trace_id": "tr-passive-42",
+                "attempt": 2,  # not a string: not a label
+            },
+        },
+    )
+    assert reply.status_code == 200
+    request_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    # the provider gets the body as the client sent it: passive mode changes nothing
+    assert stack.fake.requests[-1].json["metadata"]["feature"] == "summarize"
+    line = wait_for_line(stack.passive.log, request_id)
+    assert line["trace_id"] == "tr-passive-42"
+
+    ingester = LogIngester(stack.runtime, str(stack.passive.log), store=FileCheckpointStore(tmp_path / "c"))
+    ingester.poll()
+    ingester.close()
+    event = stack.runtime.event(request_id)
+    assert event is not None and not event.enforced
+    # "environment" is the sample config's label default, merged as for any call
+    assert event.labels == {"feature": "search", "customer-tier": "gold", "environment": "prod"}
+    assert event.trace_id == "tr-passive-42"
+    # gpt-4o: 300 in x $2.50/M + 30 out x $10.00/M
+    assert event.cost_nanos == 750_000 + 300_000
