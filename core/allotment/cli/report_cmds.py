@@ -312,6 +312,7 @@ def export_cmd(
     period: str | None = PERIOD_OPTION,
     out: str = typer.Option(..., "--out", "-o", help="a directory or s3://bucket/prefix"),
     shared: str = typer.Option("bucket", "--shared", help="csv: bucket or proportional"),
+    fmt: str = typer.Option("csv", "--format", "-f", help="focus: csv or parquet"),
     database_url: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -319,7 +320,8 @@ def export_cmd(
     with open_runtime(database_url) as rt:
         p = _period(rt, period)
         # plugins (netsuite ...) read their settings and the ledger through the runtime
-        result = rt.hooks.export(kind, p, {"destination": out, "shared": shared, "runtime": rt})
+        options = {"destination": out, "shared": shared, "format": fmt, "runtime": rt}
+        result = rt.hooks.export(kind, p, options)
     if result is None:
         raise InvalidRequest(f"no plugin exports {kind!r}")
     summary = {

@@ -10,7 +10,12 @@ from pathlib import Path
 
 from allotment.errors import InvalidRequest
 
-CONTENT_TYPES = {".csv": "text/csv", ".json": "application/json", ".html": "text/html"}
+CONTENT_TYPES = {
+    ".csv": "text/csv",
+    ".json": "application/json",
+    ".html": "text/html",
+    ".parquet": "application/vnd.apache.parquet",
+}
 
 
 def deliver(destination: str, files: dict[str, bytes]) -> list[str]:

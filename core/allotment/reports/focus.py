@@ -1,13 +1,15 @@
 """FinOps FOCUS 1.3 cost-and-usage rows: provider x model x token class x price x local day.
 
 We are not the invoice issuer, so BilledCost is 0 and Effective/List/ContractedCost carry the spend.
+The rows are the CSV's cells; ``parquet_bytes`` writes the same rows with an explicit Arrow schema.
 """
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ import orjson
 from sqlalchemy import text
 
 from allotment.db.ledger import parse_ts
+from allotment.errors import InvalidRequest
 from allotment.money import usd_string
 from allotment.pricing.book import exact_costs, unit_prices
 from allotment.reports.common import allocate
@@ -107,6 +110,78 @@ VENDORS = {
     "ollama": ("Ollama", "Ollama (local)"),
 }
 MILLION = Decimal(1_000_000)
+
+# The Parquet schema (export option ``format: parquet``): column -> (type, nullable), in COLUMNS order.
+# Money is an exact decimal at the ledger's nano-dollar scale, never a float; unit prices (USD per 1M
+# tokens, times a batch multiplier) get a wider scale. Nullable exactly where the CSV can be empty.
+DECIMAL_PRECISION = 38  # the widest decimal128
+SCALES = {"cost": 9, "price": 18, "quantity": 6}  # cost: nano-dollars; quantity: tokens / 1e6
+PARQUET_TYPES: dict[str, tuple[str, bool]] = {
+    "BilledCost": ("cost", False),
+    "EffectiveCost": ("cost", False),
+    "ListCost": ("cost", False),
+    "ContractedCost": ("cost", False),
+    "BillingAccountId": ("string", False),
+    "BillingAccountName": ("string", False),
+    "BillingAccountType": ("string", False),
+    "BillingCurrency": ("string", False),
+    "BillingPeriodStart": ("timestamp", False),
+    "BillingPeriodEnd": ("timestamp", False),
+    "ChargeCategory": ("string", False),
+    "ChargeClass": ("string", True),
+    "ChargeDescription": ("string", False),
+    "ChargeFrequency": ("string", False),
+    "ChargePeriodStart": ("timestamp", False),
+    "ChargePeriodEnd": ("timestamp", False),
+    "ConsumedQuantity": ("count", False),
+    "ConsumedUnit": ("string", False),
+    "ContractedUnitPrice": ("price", True),
+    "ListUnitPrice": ("price", True),
+    "PricingCategory": ("string", False),
+    "PricingCurrency": ("string", False),
+    "PricingCurrencyContractedUnitPrice": ("price", True),
+    "PricingCurrencyEffectiveCost": ("cost", False),
+    "PricingCurrencyListUnitPrice": ("price", True),
+    "PricingQuantity": ("quantity", False),
+    "PricingUnit": ("string", False),
+    "InvoiceIssuerName": ("string", False),
+    "ServiceProviderName": ("string", False),
+    "HostProviderName": ("string", False),
+    "ProviderName": ("string", False),
+    "PublisherName": ("string", False),
+    "ServiceCategory": ("string", False),
+    "ServiceSubcategory": ("string", False),
+    "ServiceName": ("string", False),
+    "SubAccountId": ("string", True),
+    "SubAccountName": ("string", True),
+    "SubAccountType": ("string", True),
+    "RegionId": ("string", True),
+    "RegionName": ("string", True),
+    "ResourceId": ("string", True),
+    "ResourceName": ("string", True),
+    "ResourceType": ("string", True),
+    "SkuId": ("string", False),
+    "SkuMeter": ("string", False),
+    "SkuPriceId": ("string", False),
+    "SkuPriceDetails": ("json", False),
+    "CommitmentDiscountCategory": ("string", True),
+    "CommitmentDiscountId": ("string", True),
+    "CommitmentDiscountName": ("string", True),
+    "CommitmentDiscountQuantity": ("quantity", True),
+    "CommitmentDiscountStatus": ("string", True),
+    "CommitmentDiscountType": ("string", True),
+    "CommitmentDiscountUnit": ("string", True),
+    "CapacityReservationId": ("string", True),
+    "CapacityReservationStatus": ("string", True),
+    "AvailabilityZone": ("string", True),
+    "InvoiceId": ("string", True),
+    "Tags": ("json", False),
+    "x_RateCardVersion": ("string", False),
+    "x_RequestCount": ("count", False),
+    "x_Enforced": ("bool", False),
+    "x_WorkflowId": ("string", True),
+    "x_EndpointMode": ("string", False),
+}
 
 
 @dataclass
@@ -315,3 +390,70 @@ def is_closed(rt: Runtime, period: str, today: date | None = None) -> bool:
 
     _, after = period_days(period)
     return (today or local_today(rt.directory.timezone)) >= after
+
+
+def require_pyarrow() -> tuple[Any, Any]:
+    """``pyarrow`` and ``pyarrow.parquet``, or a clear error naming the extra that installs them."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise InvalidRequest(
+            "the parquet format needs pyarrow: pip install 'allotment[parquet]' (or use format csv)"
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
+def arrow_schema() -> Any:
+    """The explicit Arrow schema of the Parquet export (see ``PARQUET_TYPES``)."""
+    pa, _ = require_pyarrow()
+    types = {
+        **{kind: pa.decimal128(DECIMAL_PRECISION, scale) for kind, scale in SCALES.items()},
+        "count": pa.int64(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "bool": pa.bool_(),
+        "string": pa.string(),
+        "json": pa.string(),  # JSON text, as in the CSV
+    }
+    return pa.schema(
+        [pa.field(name, types[kind], nullable=nullable) for name, (kind, nullable) in PARQUET_TYPES.items()]
+    )
+
+
+def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """The rows (the CSV's cells) as a Parquet file: the same columns, order and values, typed."""
+    pa, pq = require_pyarrow()
+    schema = arrow_schema()
+    arrays = [
+        pa.array([_arrow_value(name, PARQUET_TYPES[name][0], row[name]) for row in rows], type=column.type)
+        for name, column in zip(schema.names, schema, strict=True)
+    ]
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), sink)
+    return sink.getvalue()
+
+
+def _arrow_value(column: str, kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind in SCALES:
+        number = Decimal(str(value))
+        scale = SCALES[kind]
+        _, digits, exponent = number.as_tuple()
+        if (
+            not isinstance(exponent, int)
+            or -exponent > scale
+            or len(digits) + exponent > DECIMAL_PRECISION - scale
+        ):
+            # never rounded: an exact value the schema cannot hold is refused
+            raise InvalidRequest(
+                f"{column} {value} does not fit decimal({DECIMAL_PRECISION}, {scale}) exactly; use format csv"
+            )
+        return number
+    if kind == "count":
+        return int(value)
+    if kind == "timestamp":
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    if kind == "bool":
+        return bool(value)
+    return str(value)

@@ -46,7 +46,8 @@ def finance_report(rt: Runtime, period: str) -> dict[str, Any]:
         f"spend-{period}.html": spend_html(report).encode(),
     }
     for kind in options.get("exports", ["csv", "focus"]):
-        files.update(build(rt, str(kind), period, {"shared": shared})[0])
+        fmt = str(options.get("focus_format", "csv")) if kind == "focus" else "csv"
+        files.update(build(rt, str(kind), period, {"shared": shared, "format": fmt})[0])
     return {"period": period, "files": deliver(destination, files), "total_usd": report["total_usd"]}
 
 

@@ -6,9 +6,10 @@ Every route needs the admin bearer token, checked by the gateway's own admin dep
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import PurePath
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -76,15 +77,22 @@ async def recommendations(gateway: AdminDep, days: int = 30, group_by: str = "fe
 
 
 @router.get("/reports/exports/{kind}", summary="An export's file (csv: finance lines, focus: FOCUS rows)")
-async def export(kind: str, gateway: AdminDep, period: str | None = None) -> Response:
+async def export(
+    kind: str,
+    gateway: AdminDep,
+    period: str | None = None,
+    fmt: str = Query("csv", alias="format", description="focus: csv or parquet"),
+) -> Response:
+    from allotment.reports.delivery import CONTENT_TYPES
+
     rt = gateway.runtime
-    result = await run_in_threadpool(rt.hooks.export, kind, _period(gateway, period), {})
+    result = await run_in_threadpool(rt.hooks.export, kind, _period(gateway, period), {"format": fmt})
     if result is None or result.content is None:
         raise InvalidRequest(f"no plugin exports {kind!r}", code="unknown_export")
-    name = (result.details.get("files") or [f"{kind}-{result.period}"])[0]
+    name = str((result.details.get("files") or [f"{kind}-{result.period}"])[0])
     return Response(
         result.content,
-        media_type="text/csv",
+        media_type=CONTENT_TYPES.get(PurePath(name).suffix, "text/csv"),
         headers={
             "content-disposition": f'attachment; filename="{name}"',
             "x-allotment-rows": str(result.rows),

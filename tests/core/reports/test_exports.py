@@ -1,19 +1,26 @@
-"""FOCUS and CSV exports through the export hook: required columns, exact sums, S3 via moto."""
+"""FOCUS and CSV exports through the export hook: required columns, exact sums, Parquet, S3 via moto."""
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections import defaultdict
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import boto3
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
-from allotment.reports.focus import COLUMNS
+from allotment.errors import InvalidRequest
+from allotment.reports.focus import COLUMNS, focus_rows, parquet_bytes
 from allotment.runtime import Runtime
 
 from .seed import Ev, in_july
@@ -145,3 +152,176 @@ def test_finance_csv_export_to_s3_with_moto(
 
 def test_unknown_kind_is_left_to_other_plugins(seeded: Runtime) -> None:
     assert seeded.hooks.export("netsuite", "2026-07", {}) is None
+
+
+# the Parquet types, written out by hand: exact decimals for money, never a float
+COSTS = ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "PricingCurrencyEffectiveCost")
+PRICES = (
+    "ContractedUnitPrice",
+    "ListUnitPrice",
+    "PricingCurrencyContractedUnitPrice",
+    "PricingCurrencyListUnitPrice",
+)
+INSTANTS = ("BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd")
+NULLABLE = {
+    "ChargeClass",
+    *PRICES,
+    "SubAccountId",
+    "SubAccountName",
+    "SubAccountType",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    *(c for c in COLUMNS if c.startswith(("CommitmentDiscount", "CapacityReservation"))),
+    "AvailabilityZone",
+    "InvoiceId",
+    "x_WorkflowId",
+}
+
+
+def _expected_type(column: str) -> pa.DataType:
+    if column in COSTS:
+        return pa.decimal128(38, 9)
+    if column in PRICES:
+        return pa.decimal128(38, 18)
+    if column in ("PricingQuantity", "CommitmentDiscountQuantity"):
+        return pa.decimal128(38, 6)
+    if column in ("ConsumedQuantity", "x_RequestCount"):
+        return pa.int64()
+    if column in INSTANTS:
+        return pa.timestamp("us", tz="UTC")
+    if column == "x_Enforced":
+        return pa.bool_()
+    return pa.string()  # text, and the JSON of Tags and SkuPriceDetails
+
+
+def _as_csv_cell(value: Any, csv_cell: str) -> str:
+    """A Parquet value written as the CSV writes it; decimals must also be equal as Decimals."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        assert value == Decimal(csv_cell)
+        text = f"{value.normalize():f}"
+        return "0" if text == "-0" else text
+    if isinstance(value, datetime):
+        assert value.utcoffset() is not None and not value.utcoffset()
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert isinstance(value, int | str), type(value)
+    return str(value)
+
+
+def test_focus_parquet_is_the_csv_with_an_explicit_schema(
+    seeded: Runtime, events: list[Ev], tmp_path: Path
+) -> None:
+    csv_rows = _focus(seeded, tmp_path / "csv")
+    result = seeded.hooks.export(
+        "focus", "2026-07", {"destination": str(tmp_path / "pq"), "format": "parquet"}
+    )
+    assert result is not None and result.details["format"] == "parquet"
+    assert result.location == str(tmp_path / "pq" / "focus-2026-07.parquet")
+    assert sorted(p.name for p in (tmp_path / "pq").iterdir()) == [
+        "focus-2026-07.metadata.json",
+        "focus-2026-07.parquet",
+    ]
+    table = pq.read_table(tmp_path / "pq" / "focus-2026-07.parquet")
+    assert table.schema.names == list(COLUMNS)
+    for field in table.schema:
+        assert field.type == _expected_type(field.name), field.name
+        assert field.nullable == (field.name in NULLABLE), field.name
+        assert not pa.types.is_floating(field.type)
+    for column in COLUMNS:  # nullable exactly where the CSV can write an empty cell
+        if column not in NULLABLE:
+            assert all(r[column] != "" for r in csv_rows), column
+    assert not any(r["ChargeClass"] for r in csv_rows) and table.column("ChargeClass").null_count == len(
+        csv_rows
+    )
+
+    rows = table.to_pylist()
+    assert result.rows == len(rows) == len(csv_rows) > 0
+    for parquet_row, csv_row in zip(rows, csv_rows, strict=True):
+        assert list(parquet_row) == list(csv_row)
+        for column in COLUMNS:
+            assert _as_csv_cell(parquet_row[column], csv_row[column]) == csv_row[column], column
+    for column in ("Tags", "SkuPriceDetails"):
+        assert all(isinstance(orjson.loads(r[column]), dict) for r in rows)
+
+    # money: exact nano-dollars, summed as Decimals and by Arrow, equal to the ledger
+    july_nanos = sum(e.cost for e in events if in_july(e))
+    assert all(r["BilledCost"] == Decimal(0) for r in rows)
+    assert sum(r["EffectiveCost"] for r in rows) * 10**9 == july_nanos
+    assert pc.sum(table.column("EffectiveCost")).as_py() * 10**9 == july_nanos
+    assert result.details["effective_cost_nanos"] == july_nanos
+    assert all(r["EffectiveCost"].as_tuple().exponent == -9 for r in rows)
+    row = next(r for r in rows if r["SkuId"] == "gpt-5.4-mini-cache-read")
+    assert row["ListUnitPrice"] == Decimal("0.075")
+    assert row["ChargePeriodStart"].tzinfo is not None and row["BillingPeriodStart"] == datetime(
+        2026, 7, 1, 4, tzinfo=UTC
+    )
+
+    meta = orjson.loads((tmp_path / "pq" / "focus-2026-07.metadata.json").read_bytes())
+    csv_meta = orjson.loads((tmp_path / "csv" / "focus-2026-07.metadata.json").read_bytes())
+    assert {k: v for k, v in meta.items() if k != "CreatedAt"} == {
+        k: v for k, v in csv_meta.items() if k != "CreatedAt"
+    }
+
+
+def test_a_bad_format_is_refused_and_writes_nothing(seeded: Runtime, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(InvalidRequest, match="'xlsx' is not available for kind 'focus'.*csv, parquet"):
+        seeded.hooks.export("focus", "2026-07", {"destination": str(out), "format": "xlsx"})
+    with pytest.raises(InvalidRequest, match="'parquet' is not available for kind 'csv'"):
+        seeded.hooks.export("csv", "2026-07", {"destination": str(out), "format": "parquet"})
+    assert not out.exists()
+
+
+def test_parquet_without_pyarrow_is_a_clear_error_and_writes_nothing(
+    seeded: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # the import fails as if not installed
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    out = tmp_path / "out"
+    with pytest.raises(InvalidRequest, match=r"pip install 'allotment\[parquet\]'"):
+        seeded.hooks.export("focus", "2026-07", {"destination": str(out), "format": "parquet"})
+    assert not out.exists()
+    # the CSV needs no extra
+    result = seeded.hooks.export("focus", "2026-07", {"destination": str(out)})
+    assert result is not None and sorted(p.name for p in out.iterdir()) == [
+        "focus-2026-07.csv",
+        "focus-2026-07.metadata.json",
+    ]
+
+
+def test_a_price_parquet_cannot_hold_exactly_is_refused(seeded: Runtime) -> None:
+    row = dict(focus_rows(seeded, "2026-07")[0])
+    assert pq.read_table(io.BytesIO(parquet_bytes([row]))).num_rows == 1
+    row["ListUnitPrice"] = "0." + "0" * 18 + "1"  # 19 places: never rounded
+    with pytest.raises(InvalidRequest, match=r"ListUnitPrice .* does not fit decimal\(38, 18\)"):
+        parquet_bytes([row])
+
+
+def test_focus_parquet_to_s3_with_moto(
+    seeded: Runtime, events: list[Ev], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="finance")
+        result = seeded.hooks.export(
+            "focus", "2026-07", {"destination": "s3://finance/focus", "format": "parquet"}
+        )
+        assert result is not None and result.location == "s3://finance/focus/focus-2026-07.parquet"
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="finance", Prefix="focus/")["Contents"]}
+        obj = s3.get_object(Bucket="finance", Key="focus/focus-2026-07.parquet")
+        body = obj["Body"].read()
+    assert keys == {"focus/focus-2026-07.parquet", "focus/focus-2026-07.metadata.json"}
+    assert obj["ContentType"] == "application/vnd.apache.parquet"
+    table = pq.read_table(io.BytesIO(body))
+    assert table.num_rows == result.rows
+    total = sum(table.column("EffectiveCost").to_pylist()) * 10**9
+    assert total == sum(e.cost for e in events if in_july(e))

@@ -125,3 +125,23 @@ def test_only_one_process_leads(seeded: Runtime) -> None:
     finally:
         first.release()
         second.release()
+
+
+def test_finance_pack_writes_focus_as_parquet_when_configured(
+    seeded: Runtime, events: list[Ev], tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    from allotment.reports.jobs import finance_report
+
+    seeded.apply_config_text(
+        CONFIG + f"\njobs:\n  finance-report: {{destination: '{tmp_path}', exports: [csv, focus], "
+        "focus_format: parquet}\n",
+        "jobs.yaml",
+    )
+    finance_report(seeded, "2026-07")  # the pack itself: job_runs are the tests above
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "focus-2026-07.parquet" in names and "focus-2026-07.csv" not in names
+    assert "finance-2026-07.csv" in names and "focus-2026-07.metadata.json" in names
+    table = pq.read_table(tmp_path / "focus-2026-07.parquet")
+    assert sum(table.column("EffectiveCost").to_pylist()) * 10**9 == sum(e.cost for e in events if in_july(e))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -183,3 +185,43 @@ def test_cli_reports_and_export(seeded: Runtime, tmp_path: Path, events: list[Ev
     assert orjson.loads(result.stdout)["models"][0]["daily_usd"] == "7.5"  # the worked example
     bad = runner.invoke(app, ["report", "spend", "--period", "March", "--database-url", url])
     assert bad.exit_code == 2 and "YYYY-MM" in bad.output
+
+
+def test_route_and_cli_export_focus_as_parquet(
+    seeded: Runtime, client: TestClient, tmp_path: Path, events: list[Ev]
+) -> None:
+    import pyarrow.parquet as pq
+
+    from allotment.cli import build_app
+
+    total = sum(e.cost for e in events if in_july(e))
+    answer = client.get("/admin/reports/exports/focus?period=2026-07&format=parquet", headers=ADMIN)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/vnd.apache.parquet"
+    assert answer.headers["content-disposition"] == 'attachment; filename="focus-2026-07.parquet"'
+    table = pq.read_table(io.BytesIO(answer.content))
+    assert table.num_rows == int(answer.headers["x-allotment-rows"]) > 0
+    assert sum(table.column("EffectiveCost").to_pylist()) * 10**9 == total
+    csv_answer = client.get("/admin/reports/exports/focus?period=2026-07", headers=ADMIN)
+    assert csv_answer.headers["content-type"].startswith("text/csv")
+    assert csv_answer.text.startswith("BilledCost,EffectiveCost")
+    bad = client.get("/admin/reports/exports/focus?period=2026-07&format=xlsx", headers=ADMIN)
+    assert bad.status_code == 400 and "'xlsx'" in bad.text
+
+    url = seeded.settings.database_url
+    runner = CliRunner()
+    out = tmp_path / "out"
+
+    def export(folder: Path, *extra: str) -> Any:
+        args = ["export", "--kind", "focus", "-p", "2026-07", "--out", str(folder), "--database-url", url]
+        return runner.invoke(build_app(), [*args, *extra])
+
+    result = export(out, "--format", "parquet", "--json")
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)
+    assert summary["format"] == "parquet" and summary["effective_cost_nanos"] == total
+    assert pq.read_table(out / "focus-2026-07.parquet").num_rows == summary["rows"]
+    assert not (out / "focus-2026-07.csv").exists()
+    refused = export(tmp_path / "bad", "-f", "xlsx")
+    assert refused.exit_code == 2 and "'xlsx'" in refused.output
+    assert not (tmp_path / "bad").exists()
