@@ -73,8 +73,9 @@ class Runtime:
         self.settings = settings
         self.executor = executor
         self.ledger = Ledger(executor)
-        self.engine = create_sa_engine(settings.database_url)
-        self.write_engine = create_sa_engine(settings.database_url, write=True)
+        wait = settings.ledger_wait_seconds
+        self.engine = create_sa_engine(settings.database_url, wait_seconds=wait)
+        self.write_engine = create_sa_engine(settings.database_url, write=True, wait_seconds=wait)
         self.admin = Admin(self.write_engine, self.ledger)
         self.directory: Directory = load_directory(self.engine)
         self._directory_lock = threading.Lock()
@@ -104,7 +105,7 @@ class Runtime:
         settings = settings or get_settings()
         if migrate:
             try:
-                upgrade(settings.database_url)
+                upgrade(settings.database_url, wait_seconds=settings.ledger_wait_seconds)
             except Exception as exc:
                 raise LedgerUnavailable(f"cannot migrate the database: {exc}") from exc
         executor = create_executor(

@@ -146,3 +146,31 @@ def _retry(call: Any, seconds: float = 30.0) -> Any:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_opening_a_runtime_on_a_locked_file_waits_only_ledger_wait_seconds(tmp_path: Path) -> None:
+    """The migration at start and the admin engines honour ``ledger_wait_seconds`` too: a
+    gateway or LiteLLM proxy starting while another process holds the write lock answers
+    ``ledger_unavailable`` after the configured wait, not after a fixed 30 s."""
+    from allotment.settings import Settings
+
+    with temporary_runtime(tmp_path) as rt, write_locked(rt):
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable, match="cannot migrate"):
+            Runtime.open(
+                Settings(database_url=rt.settings.database_url, ledger_wait_seconds=0.5),
+                load_entrypoints=False,
+            )
+        assert time.monotonic() - started < 10
+        started = time.monotonic()
+        impatient = Runtime.open(
+            Settings(database_url=rt.settings.database_url, ledger_wait_seconds=0.5),
+            load_entrypoints=False,
+            migrate=False,
+        )
+        try:
+            with pytest.raises(LedgerUnavailable):
+                impatient.apply_config_text(SAMPLE_CONFIG, "allotment.yaml")
+        finally:
+            impatient.close()
+        assert time.monotonic() - started < 10

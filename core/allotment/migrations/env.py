@@ -17,7 +17,8 @@ target_metadata = SQLModel.metadata
 def run_migrations_online() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = create_sa_engine(url, write=True)
+    wait = context.config.attributes.get("wait_seconds")
+    engine = create_sa_engine(url, write=True, **({} if wait is None else {"wait_seconds": wait}))
     with engine.connect() as connection:
         context.configure(
             connection=connection,
