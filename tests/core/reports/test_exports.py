@@ -6,6 +6,7 @@ import csv
 import io
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -130,21 +131,25 @@ def test_focus_rows_split_token_classes_and_sum_to_the_ledger(
     assert row["x_WorkflowId"] == "support-copilot" and row["x_RateCardVersion"] == "openai-2026-06-08"
 
 
-def test_finance_csv_export_to_s3_with_moto(
-    seeded: Runtime, events: list[Ev], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A moto S3 with an empty ``finance`` bucket, for exports to ``s3://finance/...``."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="finance")
-        result = seeded.hooks.export("csv", "2026-07", {"destination": "s3://finance/allotment/monthly"})
-        assert result is not None and result.location == "s3://finance/allotment/monthly/finance-2026-07.csv"
-        body = s3.get_object(Bucket="finance", Key="allotment/monthly/finance-2026-07.csv")["Body"].read()
-        focus = seeded.hooks.export("focus", "2026-07", {"destination": "s3://finance/focus"})
-        assert focus is not None
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="finance", Prefix="focus/")["Contents"]}
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="finance")
+        yield client
+
+
+def test_finance_csv_export_to_s3_with_moto(seeded: Runtime, events: list[Ev], s3: Any) -> None:
+    result = seeded.hooks.export("csv", "2026-07", {"destination": "s3://finance/allotment/monthly"})
+    assert result is not None and result.location == "s3://finance/allotment/monthly/finance-2026-07.csv"
+    body = s3.get_object(Bucket="finance", Key="allotment/monthly/finance-2026-07.csv")["Body"].read()
+    focus = seeded.hooks.export("focus", "2026-07", {"destination": "s3://finance/focus"})
+    assert focus is not None
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="finance", Prefix="focus/")["Contents"]}
     assert keys == {"focus/focus-2026-07.csv", "focus/focus-2026-07.metadata.json"}
     rows = list(csv.DictReader(io.StringIO(body.decode())))
     assert sum(Decimal(r["amount_usd"]) for r in rows) * 10**9 == sum(e.cost for e in events if in_july(e))
@@ -303,22 +308,14 @@ def test_a_price_parquet_cannot_hold_exactly_is_refused(seeded: Runtime) -> None
         parquet_bytes([row])
 
 
-def test_focus_parquet_to_s3_with_moto(
-    seeded: Runtime, events: list[Ev], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="finance")
-        result = seeded.hooks.export(
-            "focus", "2026-07", {"destination": "s3://finance/focus", "format": "parquet"}
-        )
-        assert result is not None and result.location == "s3://finance/focus/focus-2026-07.parquet"
-        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="finance", Prefix="focus/")["Contents"]}
-        obj = s3.get_object(Bucket="finance", Key="focus/focus-2026-07.parquet")
-        body = obj["Body"].read()
+def test_focus_parquet_to_s3_with_moto(seeded: Runtime, events: list[Ev], s3: Any) -> None:
+    result = seeded.hooks.export(
+        "focus", "2026-07", {"destination": "s3://finance/focus", "format": "parquet"}
+    )
+    assert result is not None and result.location == "s3://finance/focus/focus-2026-07.parquet"
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="finance", Prefix="focus/")["Contents"]}
+    obj = s3.get_object(Bucket="finance", Key="focus/focus-2026-07.parquet")
+    body = obj["Body"].read()
     assert keys == {"focus/focus-2026-07.parquet", "focus/focus-2026-07.metadata.json"}
     assert obj["ContentType"] == "application/vnd.apache.parquet"
     table = pq.read_table(io.BytesIO(body))
