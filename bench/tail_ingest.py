@@ -56,6 +56,7 @@ def generate(path: Path, lines: int, key_hash: str) -> None:
                         "cache_write_tokens": "0",
                         "reasoning_tokens": "0",
                         "usage_src": "sse" if stream else "json",
+                        "delivered_bytes": str(480 + i % 53) if stream else "",
                         "litellm_cost": "",
                         "reservation_id": "",
                         "deny_status": "",

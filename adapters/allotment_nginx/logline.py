@@ -40,6 +40,7 @@ class LogRecord(NamedTuple):
     usage_src: str = ""
     reservation_id: str = ""
     deny_status: str = ""
+    delivered_bytes: int | None = None  # a stream's answer bytes that reached nginx; None: not a stream
 
     @property
     def usage(self) -> Usage | None:
@@ -204,6 +205,7 @@ _NAMES = (
     "usage_src",
     "reservation_id",
     "deny_status",
+    "delivered_bytes",
 )
 # The names as orjson's key cache spells them: a parsed line's keys are these very objects, so
 # each lookup matches by identity instead of comparing characters (half the cost of the fetch).
@@ -244,6 +246,7 @@ def parse_line(line: bytes | str) -> LogRecord:
         usage_src,
         reservation_id,
         deny_status,
+        delivered,
     ) = values
     if request_id.__class__ is not str or not request_id or len(request_id) > 200:
         raise MalformedLine("missing request_id")
@@ -269,6 +272,11 @@ def parse_line(line: bytes | str) -> LogRecord:
         raise MalformedLine("token breakdown exceeds its total")
     else:
         tokens = (p, c, ca, w, r)
+    if delivered:  # a count with the token fields' rules; "" or absent: not a stream
+        count = _small(delivered) if delivered.__class__ is str else None
+        delivered = count if count is not None else _count(delivered, "delivered_bytes")
+    else:
+        delivered = None
     # Built with tuple.__new__: the fields are in declaration order, every one given.
     return _new(
         LogRecord,
@@ -288,5 +296,6 @@ def parse_line(line: bytes | str) -> LogRecord:
             usage_src or "",
             reservation_id or "",
             deny_status or "",
+            delivered,
         ),
     )

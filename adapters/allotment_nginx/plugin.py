@@ -57,7 +57,7 @@ def tail_nginx(
     log_path: Path = typer.Option(..., "--log", help="the allotment_json access log"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep following (default: one pass, for cron)"),
     aborted: str = typer.Option(
-        "reserve", "--aborted", help="admitted calls without usage: reserve | release"
+        "reserve", "--aborted", help="admitted calls without usage: reserve | estimate | release"
     ),
     rotate_wait: float = typer.Option(5.0, "--rotate-wait", help="seconds to drain a renamed log"),
     state: Path | None = typer.Option(None, "--state", help="checkpoint file (default: the database)"),

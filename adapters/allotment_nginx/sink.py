@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from allotment.bulk import BulkItem, RecordItem, SettleItem, apply_many
 from allotment.codec import intent_from_dict
 from allotment.errors import AllotmentError, Denied, NotFound
+from allotment.intents import estimate_tokens
 from allotment.types import CallIntent, EndpointMode, Outcome, Principal, Usage
 from allotment_nginx.logline import LogRecord
 
@@ -25,9 +27,12 @@ log = logging.getLogger("allotment.nginx")
 # What to charge for an admitted call whose reply reached the client without usage
 # (the client aborted a stream, or the upstream never sent a usage block):
 #   reserve: charge the reserved worst case, flagged estimated (budgets stay conservative)
+#   estimate: charge what a stream delivered (its answer bytes / 4) and the input bound / 4,
+#             flagged estimated, as the gateway does; a line without delivered_bytes: reserve
 #   release: charge nothing, flagged usage_missing (trust that nothing was generated)
-ABORTED_POLICIES = ("reserve", "release")
+ABORTED_POLICIES = ("reserve", "estimate", "release")
 USAGE_MISSING = "usage_missing"
+PARTIAL = "sse:partial"  # usage_src of a stream whose final usage never came (Anthropic)
 
 
 def _last_status(upstream_status: str) -> int | None:
@@ -46,6 +51,17 @@ def reached_generation(rec: LogRecord) -> bool:
     """True when the upstream answered 2xx, so tokens may have been generated."""
     upstream = _last_status(rec.upstream_status)
     return upstream is not None and 200 <= upstream < 300
+
+
+def reported_usage(rec: LogRecord) -> Usage | None:
+    """The line's usage. An Anthropic stream cut before its final count (``sse:partial``)
+    reported a placeholder output count: the delivered answer bytes / 4 stand in when more."""
+    usage = rec.usage
+    if usage is not None and rec.usage_src == PARTIAL and rec.delivered_bytes is not None:
+        delivered = estimate_tokens(rec.delivered_bytes)
+        if delivered > usage.output_tokens:
+            usage = replace(usage, output_tokens=delivered, estimated=True)
+    return usage
 
 
 class LedgerSink:
@@ -111,16 +127,31 @@ class LedgerSink:
 
     # -- enforced ----------------------------------------------------------------------
     def _settle(self, rec: LogRecord) -> SettleItem:
-        usage, outcome, flags = rec.usage, outcome_of(rec), ()
+        usage, outcome, flags = reported_usage(rec), outcome_of(rec), ()
         if usage is None:
             if not reached_generation(rec):
                 usage, outcome = Usage(), Outcome.ERROR  # the provider never answered: release
-            elif self.aborted == "reserve":
+            elif self.aborted == "estimate" and rec.delivered_bytes is not None:
+                usage, flags = self._delivered_usage(rec.request_id, rec.delivered_bytes), (USAGE_MISSING,)
+                outcome = Outcome.CANCELLED
+            elif self.aborted in ("reserve", "estimate"):
                 usage, flags = self._reserved_usage(rec.request_id), (USAGE_MISSING,)
                 outcome = Outcome.CANCELLED
             else:
                 usage, outcome, flags = Usage(), Outcome.CANCELLED, (USAGE_MISSING,)
         return SettleItem(rec.request_id, usage, outcome, flags)
+
+    def _delivered_usage(self, request_id: str, delivered_bytes: int) -> Usage:
+        """What a stream delivered before it ended without usage, estimated as the gateway
+        estimates a call the provider never reported: bytes / 4 for the answer, and the
+        reservation's input bound (a token per byte of text) / 4 for the prompt."""
+        state = self.rt.ledger.reservation(request_id)
+        bound = intent_from_dict(state.context["intent"]).input_tokens if state is not None else 0
+        return Usage(
+            input_tokens=estimate_tokens(bound),
+            output_tokens=estimate_tokens(delivered_bytes),
+            estimated=True,
+        )
 
     def _reserved_usage(self, request_id: str) -> Usage:
         """The worst case the reservation held, as usage, so settling charges exactly the hold."""
@@ -144,7 +175,7 @@ class LedgerSink:
     def _record(self, rec: LogRecord) -> RecordItem | str:
         if not rec.model:
             return "skipped"  # not a model call (or the upstream never named a model)
-        usage, flags = rec.usage, ()
+        usage, flags = reported_usage(rec), ()
         if usage is None:
             if not reached_generation(rec) or rec.status >= 400 and rec.status != 499:
                 return "skipped"  # failed before any token: nothing was spent

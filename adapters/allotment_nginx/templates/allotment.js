@@ -193,12 +193,54 @@ function record(r, usage, src, state) {
     v.llm_usage_src = src;
 }
 
+function utf8Length(text) {
+    return typeof text === 'string' && text ? Buffer.from(text).length : 0;
+}
+
+// UTF-8 bytes of the answer a stream event carries (text, tool-call arguments, reasoning):
+// what an aborted stream delivered, logged so the tailer can estimate its output tokens.
+function deltaBytes(msg) {
+    var n = 0;
+    var delta = msg.delta;
+    if (typeof delta === 'string') {
+        n += utf8Length(delta);  // Responses API: response.output_text.delta and the like
+    } else if (delta && typeof delta === 'object') {
+        // Anthropic: content_block_delta (text, tool input JSON, thinking)
+        n += utf8Length(delta.text) + utf8Length(delta.partial_json) + utf8Length(delta.thinking);
+    }
+    var choices = Array.isArray(msg.choices) ? msg.choices : [];
+    for (var i = 0; i < choices.length; i++) {
+        var c = choices[i] || {};
+        n += utf8Length(c.text);  // completions
+        var d = c.delta;
+        if (d && typeof d === 'object') {
+            n += utf8Length(d.content) + utf8Length(d.reasoning_content) + utf8Length(d.refusal);
+            var calls = Array.isArray(d.tool_calls) ? d.tool_calls : [];
+            for (var j = 0; j < calls.length; j++) {
+                var fn = (calls[j] || {})['function'] || {};
+                n += utf8Length(fn.name) + utf8Length(fn.arguments);
+            }
+        }
+    }
+    return n;
+}
+
 function seeMessage(r, msg, src, state) {
     if (!msg || typeof msg !== 'object') { return; }
+    if (src === 'sse') {
+        var n = deltaBytes(msg);
+        if (n) {
+            state.delivered += n;
+            r.variables.llm_delivered_bytes = String(state.delivered);
+        }
+    }
     if (typeof msg.model === 'string' && !r.variables.llm_model) { r.variables.llm_model = msg.model; }
     var usage = msg.usage;
     if (msg.type === 'message_start' && msg.message) {
         usage = msg.message.usage;
+        // its output_tokens is a placeholder until message_delta brings the count: a stream
+        // cut before then logs "sse:partial", and the tailer counts the delivered bytes
+        if (src === 'sse') { src = 'sse:partial'; }
         if (typeof msg.message.model === 'string' && !r.variables.llm_model) {
             r.variables.llm_model = msg.message.model;
         }
@@ -210,7 +252,8 @@ function seeMessage(r, msg, src, state) {
 
 function sseLine(r, line, state) {
     if (line.charCodeAt(line.length - 1) === 13) { line = line.substring(0, line.length - 1); }
-    if (line.indexOf('data:') !== 0 || line.indexOf('"usage"') < 0 && line.indexOf('"model"') < 0) { return; }
+    if (line.indexOf('data:') !== 0 || line.indexOf('"usage"') < 0 && line.indexOf('"model"') < 0 &&
+        line.indexOf('"delta"') < 0 && line.indexOf('"text"') < 0) { return; }
     var data = line.substring(5).trim();
     if (data === '[DONE]') { return; }
     try { seeMessage(r, JSON.parse(data), 'sse', state); } catch (e) {}
@@ -227,6 +270,7 @@ function classify(r, state) {
         state.mode = 'skip';
     } else if (type.indexOf('text/event-stream') >= 0) {
         state.mode = 'sse';
+        r.variables.llm_delivered_bytes = '0';
     } else if (type.indexOf('json') >= 0) {
         state.mode = 'json';
     } else {
@@ -270,7 +314,7 @@ function filter(r, data, flags) {
     r.sendBuffer(data, flags);
     try {
         if (state === null) {
-            state = {pending: Buffer.alloc(0), chunks: [], size: 0, anthropic: {}};
+            state = {pending: Buffer.alloc(0), chunks: [], size: 0, anthropic: {}, delivered: 0};
         }
         consume(r, data, flags.last, state);
     } catch (e) {

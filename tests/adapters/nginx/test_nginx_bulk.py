@@ -205,3 +205,56 @@ def test_the_cyclic_collector_is_paused_only_while_a_batch_is_applied(
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_estimate_policy_charges_what_an_aborted_stream_delivered(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """``--aborted estimate``: an admitted stream that ended without usage is charged its
+    delivered answer bytes / 4 and its input bound / 4 (rounded up), flagged; a line without
+    ``delivered_bytes`` (not a stream, or an older log) falls back to the reservation."""
+    key, _ = runtime.admin.issue_key("ada@acme.example")
+    runtime.refresh_directory()
+    at = datetime.fromisoformat(AT)
+    streamed = runtime.admit(intent(key, request_id="s", at=at, input_tokens=1001, max_output_tokens=500))
+    older = runtime.admit(intent(key, request_id="o", at=at, input_tokens=1000, max_output_tokens=500))
+    log = tmp_path / "access.jsonl"
+    log.write_bytes(
+        line(
+            request_id="s",
+            reservation_id=streamed.reservation.id,
+            status=499,
+            stream="true",
+            delivered_bytes="42",
+        )
+        + line(request_id="o", reservation_id=older.reservation.id, status=499, stream="true")
+    )
+    ingester = LogIngester(
+        runtime, str(log), store=FileCheckpointStore(tmp_path / "state.json"), aborted="estimate"
+    )
+    try:
+        ingester.run()
+    finally:
+        ingester.close()
+    s, o = runtime.event("s"), runtime.event("o")
+    assert s is not None and o is not None
+    # ceil(1001 / 4) = 251 in x 750 + ceil(42 / 4) = 11 out x 4,500 nanos (gpt-5.4-mini)
+    assert (s.usage.input_tokens, s.usage.output_tokens) == (251, 11)
+    assert s.cost_nanos == 251 * 750 + 11 * 4_500
+    assert set(s.flags) == {"usage_missing", "estimated_usage"} and s.outcome.value == "cancelled"
+    # no delivered_bytes: the hold's worst case, 1000 in x 750 + 500 out x 4,500
+    assert o.cost_nanos == 3_000_000 and "usage_missing" in o.flags
+    person = next(w for w in runtime.admin.budgets() if w["scope"] == "person")
+    assert (person["spent_nanos"], person["reserved_nanos"]) == (s.cost_nanos + 3_000_000, 0)
+    assert verify(runtime).ok
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", "99999999999"])
+def test_a_bad_delivered_bytes_value_makes_the_line_malformed(value: str) -> None:
+    from allotment_nginx.logline import MalformedLine
+
+    assert parse_line(line(delivered_bytes="17").rstrip()).delivered_bytes == 17
+    assert parse_line(line(delivered_bytes="").rstrip()).delivered_bytes is None
+    assert parse_line(line().rstrip()).delivered_bytes is None
+    with pytest.raises(MalformedLine, match="delivered_bytes"):
+        parse_line(line(delivered_bytes=value).rstrip())

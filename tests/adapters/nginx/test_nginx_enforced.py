@@ -56,12 +56,13 @@ def log_lines(path: Path) -> dict[str, dict]:
     return out
 
 
-def ingest(stack, tmp_path: Path, log: Path | None = None) -> LogIngester:
+def ingest(stack, tmp_path: Path, log: Path | None = None, aborted: str = "reserve") -> LogIngester:
     ingester = LogIngester(
         stack.runtime,
         str(log or stack.enforced.log),
         store=FileCheckpointStore(tmp_path / "ckpt.json"),
         rotate_wait=0,
+        aborted=aborted,
     )
     ingester.poll()
     ingester.close()
@@ -184,6 +185,85 @@ def test_aborted_stream_without_usage_is_charged_its_reservation(stack, tmp_path
     assert event is not None and event.outcome in (Outcome.CANCELLED, Outcome.SUCCESS)
     assert event.cost_nanos == reserved  # the documented default policy: keep the maximum
     assert "usage_missing" in event.flags and event.usage.estimated
+
+
+def test_an_aborted_stream_is_charged_what_it_delivered_with_the_estimate_policy(stack, tmp_path):
+    """The njs filter logs the answer bytes a stream delivered; ``--aborted estimate`` charges
+    them / 4 as output and the reservation's input bound / 4 as input, not the worst case."""
+    key, _ = stack.key()
+    stack.fake.default = Script(
+        usage=FakeUsage(input_tokens=50, output_tokens=60), stall_after_chunks=3, stall_seconds=30
+    )
+    received = b""
+    with httpx.stream(
+        "POST",
+        stack.enforced.url + "/v1/chat/completions",
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": "gpt-5.4-mini",
+            "stream": True,
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    ) as reply:
+        assert reply.status_code == 200
+        for chunk in reply.iter_bytes():
+            received += chunk
+            if received.count(b'"content":"') >= 4:  # the role chunk and three words
+                break  # then the provider stalls and the client walks away
+    request_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    line = wait_for_line(stack.enforced.log, request_id)
+    # "tok", " tok", " tok": 3 + 4 + 4 bytes of answer reached the client
+    assert (line["prompt_tokens"], line["delivered_bytes"]) == ("", "11")  # no usage: cut short
+    state = stack.runtime.ledger.reservation(request_id)
+    bound = state.context["intent"]["input_tokens"]
+    ingest(stack, tmp_path, aborted="estimate")
+    event = stack.runtime.event(request_id)
+    assert event is not None and event.outcome == Outcome.CANCELLED
+    in_tokens = -(-bound // 4)
+    assert (event.usage.input_tokens, event.usage.output_tokens) == (in_tokens, 3)
+    # gpt-5.4-mini: $0.75 in and $4.50 out per 1M tokens = 750 and 4,500 nanos a token
+    assert event.cost_nanos == in_tokens * 750 + 3 * 4_500 < state.amount_nanos
+    assert {"usage_missing", "estimated_usage"} <= set(event.flags)
+
+
+def test_an_anthropic_stream_cut_before_its_final_count_is_charged_what_it_delivered(stack, tmp_path):
+    """Anthropic's message_start carries the input and a placeholder output count; a stream cut
+    before message_delta logs ``sse:partial``, and the delivered bytes / 4 stand in for output."""
+    key, _ = stack.key()
+    stack.fake.default = Script(
+        usage=FakeUsage(input_tokens=50, output_tokens=60), stall_after_chunks=3, stall_seconds=30
+    )
+    received = b""
+    with httpx.stream(
+        "POST",
+        stack.enforced.url + "/v1/messages",
+        timeout=30,
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+        json={
+            "model": "claude-sonnet-4",
+            "stream": True,
+            "max_tokens": 100,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+    ) as reply:
+        assert reply.status_code == 200
+        for chunk in reply.iter_bytes():
+            received += chunk
+            if received.count(b"text_delta") >= 3:
+                break
+    request_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    line = wait_for_line(stack.enforced.log, request_id)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == ("50", "1")  # message_start's
+    assert (line["usage_src"], line["delivered_bytes"]) == ("sse:partial", "11")
+    ingest(stack, tmp_path)  # any aborted policy: the line has usage
+    event = stack.runtime.event(request_id)
+    assert event is not None
+    assert (event.usage.input_tokens, event.usage.output_tokens) == (50, 3)  # ceil(11 / 4)
+    # claude-sonnet-4: $3 in and $15 out per 1M tokens = 3,000 and 15,000 nanos a token
+    assert event.cost_nanos == 50 * 3_000 + 3 * 15_000
+    assert "estimated_usage" in event.flags
 
 
 def test_forty_concurrent_calls_never_overspend(stack, tmp_path):

@@ -84,6 +84,9 @@ def reference(line: bytes) -> LogRecord:
         if prompt > MAX_TOKENS_PER_FIELD or completion > MAX_TOKENS_PER_FIELD:
             raise MalformedLine("token count beyond any model's limits")
         tokens = (prompt, completion, cached, written, reasoning)
+    raw_delivered = data.get("delivered_bytes")
+    # "" or absent: not a stream; otherwise a count with the token fields' rules
+    delivered = _count(raw_delivered, "delivered_bytes") if raw_delivered else None
     return LogRecord(
         request_id=request_id,
         at=at,
@@ -100,6 +103,7 @@ def reference(line: bytes) -> LogRecord:
         usage_src=data.get("usage_src") or "",
         reservation_id=data.get("reservation_id") or "",
         deny_status=data.get("deny_status") or "",
+        delivered_bytes=delivered,
     )
 
 
@@ -136,6 +140,7 @@ FULL = {
     "litellm_cost": "",
     "reservation_id": "",
     "deny_status": "",
+    "delivered_bytes": "1234",
 }
 COUNTS = [
     "0", "1", "7", "812", "9999", "10000", "123456", "99999999", "100000000", "100000001",
@@ -154,6 +159,21 @@ ODD = {
     "trace_id": ["", "t-1", None, 0],
     "reservation_id": ["", "res_1", None],
     "deny_status": ["", "402", None, 402],
+    "delivered_bytes": [
+        "",
+        "0",
+        "11",
+        "99999",
+        "123456789",
+        "1234567890",
+        "-1",
+        "1.5",
+        None,
+        0,
+        7,
+        [1],
+        True,
+    ],
 }
 
 
