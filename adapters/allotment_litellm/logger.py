@@ -153,7 +153,7 @@ class AllotmentLogger(CustomLogger):
         self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
     ) -> AsyncGenerator[Any, None]:
         call_id = request_data.get("litellm_call_id")
-        rt = self.holder._runtime
+        rt = self.holder.opened
         interval = (rt.reservation_ttl_seconds / 3) if rt is not None else None
         last = time.monotonic()
         async for item in response:
@@ -205,7 +205,7 @@ class AllotmentLogger(CustomLogger):
     async def _settle(self, settlement: reconcile.Settlement) -> None:
         if settlement.call_id in self._denied:
             return  # refused at admission: nothing was reserved
-        rt = self.holder._runtime
+        rt = self.holder.opened
         if rt is None:
             return  # this process never opened its runtime, so it admitted nothing
         flags = list(settlement.flags)
@@ -287,7 +287,7 @@ class AllotmentLogger(CustomLogger):
         return []
 
     async def _extend(self, call_id: str, seconds: int | None) -> None:
-        rt = self.holder._runtime
+        rt = self.holder.opened
         if rt is None:
             return
         try:

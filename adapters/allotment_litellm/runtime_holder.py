@@ -26,6 +26,11 @@ class RuntimeHolder:
         self._sweeper: asyncio.Task[None] | None = None
         self.sweep_seconds = float(os.environ.get(SWEEP_ENV, DEFAULT_SWEEP_SECONDS))
 
+    @property
+    def opened(self) -> Runtime | None:
+        """The runtime if this process has opened it already, else None (never opens it)."""
+        return self._runtime
+
     def get(self) -> Runtime:
         """The process's runtime, opening it (and migrating the database) the first time."""
         runtime = self._runtime

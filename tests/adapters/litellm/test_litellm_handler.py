@@ -275,7 +275,7 @@ def test_a_log_event_never_opens_the_runtime_of_a_process_that_admitted_nothing(
 
     handler.holder.get = refuse  # type: ignore[method-assign]
     _run(handler.async_log_failure_event(_success(str(uuid.uuid4()), 9, 0, 0.0), None, None, None))
-    assert handler.holder._runtime is None
+    assert handler.holder.opened is None
 
 
 def test_an_inherited_hook_fails_the_self_check() -> None:
