@@ -27,14 +27,22 @@ USER_AGENT_TAG = "User-Agent:"
 
 
 class ModelResolver:
-    """Public model name -> (provider, model) for allotment, cached per router object."""
+    """Public model name -> its deployments as (provider, model) for allotment, cached per router.
+
+    A model group load-balanced over several deployments resolves to all of them, in the
+    router's order; a name the router does not know is priced as itself.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._router_id = 0
-        self._cache: dict[str, tuple[str, str]] = {}
+        self._cache: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def resolve(self, public_name: str) -> tuple[str, str]:
+        """The group's first deployment."""
+        return self.resolve_all(public_name)[0]
+
+    def resolve_all(self, public_name: str) -> tuple[tuple[str, str], ...]:
         router = _router()
         if id(router) != self._router_id:
             self._cache = {}
@@ -47,8 +55,8 @@ class ModelResolver:
             self._cache[public_name] = resolved
         return resolved
 
-    def _resolve(self, router: Any, public_name: str) -> tuple[str, str]:
-        deployment = public_name
+    def _resolve(self, router: Any, public_name: str) -> tuple[tuple[str, str], ...]:
+        names: list[str] = []
         if router is not None:
             try:
                 deployments = router.get_model_list(model_name=public_name) or []
@@ -57,15 +65,18 @@ class ModelResolver:
             for entry in deployments:
                 params = entry.get("litellm_params") or {}
                 if isinstance(params.get("model"), str):
-                    deployment = params["model"]
-                    break
-        head, sep, tail = deployment.partition("/")
+                    names.append(params["model"])
+        return tuple(dict.fromkeys(self.deployment(name) for name in names or [public_name]))
+
+    def deployment(self, name: str) -> tuple[str, str]:
+        """A LiteLLM deployment (``provider/model``, or a bare model) as allotment's (provider, model)."""
+        head, sep, tail = name.partition("/")
         if sep:
             provider = PROVIDER_ALIASES.get(head.lower(), head.lower())
-            if provider in self.runtime.rate_book.providers():
+            if self.runtime.rate_book.has_provider(provider):
                 return provider, tail
-            deployment = tail
-        return self.runtime.resolve_model(deployment)
+            name = tail
+        return self.runtime.resolve_model(name)
 
 
 def _router() -> Any:

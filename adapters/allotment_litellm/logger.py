@@ -12,7 +12,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from allotment.errors import AllotmentError, Denied, LedgerUnavailable, NotFound
 from allotment.runtime import Runtime
+from allotment.types import CallIntent, Principal
 from allotment_litellm import reconcile
 from allotment_litellm.errors import refusal
 from allotment_litellm.identity import IdentityMapper
@@ -67,12 +68,34 @@ def _callback_time_limit() -> float:
     return float(LOGGING_WORKER_MAX_TIME_PER_COROUTINE)
 
 
+def _dearest_allowed(
+    rt: Runtime, principal: Principal, intent: CallIntent, deployments: tuple[tuple[str, str], ...]
+) -> CallIntent:
+    """For a model group the router will load-balance after admission: refuse it unless the
+    caller may use every deployment in it (any of them may answer), and reserve for the
+    dearest, so the hold covers whichever one serves. Settle then prices the one that did."""
+    if principal.kind == "inactive":
+        return intent  # admit refuses it (401) before any policy
+    labelled = intent.with_changes(labels=rt.merge_labels(principal, intent.labels))
+    dearest, most = intent, -1
+    for provider, model in deployments:
+        candidate = labelled.with_changes(provider=provider, model=model)
+        decision = rt.hooks.check_policy(principal, candidate)
+        if decision is not None:
+            raise Denied(decision.status, decision.code, decision.message, decision.details)
+        amount = rt.worst_case(candidate).amount_nanos
+        if amount > most:
+            dearest, most = intent.with_changes(provider=provider, model=model), amount
+    return dearest
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     provider: str
     model: str
     at: datetime
     mode: str
+    deployments: tuple[tuple[str, str], ...] = ()  # a load-balanced group's, as admitted
 
 
 class AllotmentLogger(CustomLogger):
@@ -132,12 +155,15 @@ class AllotmentLogger(CustomLogger):
         principal = self._identity.principal(user_api_key_dict, data)
         intent = build_intent(data, principal, self._resolver, user_api_key_dict)
         intent = intent.with_changes(at=datetime.now(UTC))
+        deployments = self._resolver.resolve_all(str(data.get("model")))
+        if len(deployments) > 1:
+            intent = _dearest_allowed(rt, principal, intent, deployments)
         admission = rt.admit(intent)
         assert intent.at is not None
         self._remember(
             self._calls,
             intent.request_id,
-            _Call(intent.provider, intent.model, intent.at, intent.endpoint_mode.value),
+            _Call(intent.provider, intent.model, intent.at, intent.endpoint_mode.value, deployments),
         )
         clamped = admission.max_output_tokens
         if (
@@ -210,10 +236,14 @@ class AllotmentLogger(CustomLogger):
             return  # this process never opened its runtime, so it admitted nothing
         flags = list(settlement.flags)
         call = self._calls.pop(settlement.call_id, None)
+        served_by = None
         if call is not None:
+            served_by = self._served_by(call, settlement)
+            if served_by is not None:
+                call = replace(call, provider=served_by[0], model=served_by[1])
             flags.extend(self._cost_flags(rt, call, settlement))
         attempted = asyncio.Event()
-        self._spawn(self._settle_until_done(rt, settlement, tuple(flags), attempted))
+        self._spawn(self._settle_until_done(rt, settlement, tuple(flags), attempted, served_by))
         # LiteLLM awaits its callbacks (also when it flushes them at exit): wait for the first
         # attempt, usually a millisecond, but leave a locked ledger's retries to the task
         with contextlib.suppress(TimeoutError):
@@ -225,6 +255,7 @@ class AllotmentLogger(CustomLogger):
         settlement: reconcile.Settlement,
         flags: tuple[str, ...],
         attempted: asyncio.Event,
+        served_by: tuple[str, str] | None = None,
     ) -> None:
         """Settle now; if the ledger refused (locked, unreachable), retry after each delay.
 
@@ -233,7 +264,7 @@ class AllotmentLogger(CustomLogger):
         from the admission this process kept. Only when every attempt failed is it lost.
         """
         try:
-            done = await self._settle_once(rt, settlement, flags)
+            done = await self._settle_once(rt, settlement, flags, served_by)
         finally:
             attempted.set()
         if done:
@@ -241,7 +272,7 @@ class AllotmentLogger(CustomLogger):
         log.warning("allotment: the ledger refused the settlement of %s; retrying it", settlement.call_id)
         for delay in self.settle_retry_delays:
             await asyncio.sleep(delay)
-            if await self._settle_once(rt, settlement, flags):
+            if await self._settle_once(rt, settlement, flags, served_by):
                 log.warning("allotment: settled %s after a retry", settlement.call_id)
                 return
         log.error(
@@ -251,7 +282,11 @@ class AllotmentLogger(CustomLogger):
         )
 
     async def _settle_once(
-        self, rt: Runtime, settlement: reconcile.Settlement, flags: tuple[str, ...]
+        self,
+        rt: Runtime,
+        settlement: reconcile.Settlement,
+        flags: tuple[str, ...],
+        served_by: tuple[str, str] | None = None,
     ) -> bool:
         """One attempt: True once there is nothing left to do, False if a retry may succeed."""
         try:
@@ -261,6 +296,7 @@ class AllotmentLogger(CustomLogger):
                 settlement.outcome,
                 external_cost_nanos=settlement.external_cost_nanos,
                 flags=flags,
+                served_by=served_by,
             )
         except NotFound:
             log.debug("allotment: LiteLLM call %s was not admitted here", settlement.call_id)
@@ -273,6 +309,16 @@ class AllotmentLogger(CustomLogger):
             log.exception("allotment: settling %s failed", settlement.call_id)
             return False
         return True
+
+    def _served_by(self, call: _Call, settlement: reconcile.Settlement) -> tuple[str, str] | None:
+        """Which deployment of a load-balanced group answered, if it is one the group admitted."""
+        if len(call.deployments) < 2 or settlement.deployment is None or self._resolver is None:
+            return None
+        try:
+            served = self._resolver.deployment(settlement.deployment)
+        except AllotmentError:
+            return None
+        return served if served in call.deployments else None
 
     @staticmethod
     def _cost_flags(rt: Runtime, call: _Call, settlement: reconcile.Settlement) -> list[str]:

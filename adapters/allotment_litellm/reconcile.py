@@ -29,10 +29,26 @@ class Settlement:
     outcome: Outcome
     external_cost_nanos: int | None
     flags: tuple[str, ...]
+    deployment: str | None = None  # the deployment that answered (``provider/model``), if known
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def served_deployment(kwargs: Mapping[str, Any]) -> str | None:
+    """The deployment LiteLLM's router sent the call to: the log's ``model``, qualified by its
+    ``custom_llm_provider`` when bare (the public group name is ``model_group``)."""
+    slo = _mapping(kwargs.get("standard_logging_object"))
+    model = slo.get("model") or kwargs.get("model")
+    if not isinstance(model, str) or not model:
+        return None
+    provider = slo.get("custom_llm_provider") or _mapping(kwargs.get("litellm_params")).get(
+        "custom_llm_provider"
+    )
+    if "/" in model or not isinstance(provider, str) or not provider:
+        return model
+    return f"{provider}/{model}"
 
 
 def call_id_of(kwargs: Mapping[str, Any]) -> str | None:
@@ -84,14 +100,16 @@ def success(kwargs: Mapping[str, Any], response_obj: Any) -> Settlement | None:
     external = external_cost(kwargs)
     if kwargs.get("cache_hit") is True:
         # answered from LiteLLM's response cache: no provider was paid
-        return Settlement(call_id, Usage(), Outcome.SUCCESS, external, (CACHE_HIT_FLAG,))
+        return Settlement(
+            call_id, Usage(), Outcome.SUCCESS, external, (CACHE_HIT_FLAG,), served_deployment(kwargs)
+        )
     usage = _usage(kwargs, response_obj, estimated=disconnected)
     if usage is None:
         raise ValueError(f"LiteLLM success event for {call_id} carries no usage")
     if disconnected:
         flags.append(DISCONNECT_FLAG)
     outcome = Outcome.CANCELLED if disconnected else Outcome.SUCCESS
-    return Settlement(call_id, usage, outcome, external, tuple(flags))
+    return Settlement(call_id, usage, outcome, external, tuple(flags), served_deployment(kwargs))
 
 
 def failure(kwargs: Mapping[str, Any], response_obj: Any) -> Settlement | None:
@@ -103,8 +121,8 @@ def failure(kwargs: Mapping[str, Any], response_obj: Any) -> Settlement | None:
     usage = _usage(kwargs, response_obj, estimated=True)
     if usage is None or usage.output_tokens == 0:
         # nothing was delivered: a provider does not bill a call that produced no output
-        return Settlement(call_id, Usage(), Outcome.ERROR, external, ())
-    return Settlement(call_id, usage, Outcome.ERROR, external, ())
+        return Settlement(call_id, Usage(), Outcome.ERROR, external, (), served_deployment(kwargs))
+    return Settlement(call_id, usage, Outcome.ERROR, external, (), served_deployment(kwargs))
 
 
 def diverges(ours: int, theirs: int | None) -> bool:

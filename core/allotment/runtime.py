@@ -57,6 +57,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _served(intent: CallIntent, served_by: tuple[str, str] | None) -> CallIntent:
+    """``intent`` as answered by ``served_by`` (provider, model); itself when that is no change."""
+    if served_by is None or served_by == (intent.provider, intent.model):
+        return intent
+    return intent.with_changes(provider=served_by[0], model=served_by[1])
+
+
 class Runtime:
     """One process's view of allotment: open it once, share it across threads."""
 
@@ -260,10 +267,7 @@ class Runtime:
         decision = self.hooks.check_policy(principal, intent)
         if decision is not None:
             raise Denied(decision.status, decision.code, decision.message, decision.details)
-        max_out = intent.max_output_tokens or self._default_max_output(intent, at)
-        estimate = self._price_or_deny(
-            intent, Usage(input_tokens=intent.input_tokens, output_tokens=max_out), at
-        )
+        max_out, estimate = self._worst_case(intent, at)
         clamp = intent.clamp_max_tokens or bool(
             self.directory.config and self.directory.config.policy.clamp_max_tokens
         )
@@ -295,6 +299,20 @@ class Runtime:
             model=intent.model,
             max_output_tokens=max_out,
         )
+
+    def worst_case(self, intent: CallIntent) -> Price:
+        """What admitting ``intent`` would reserve: the exact price of its input bound and its
+        max output tokens (the model's own maximum, or the policy's default, when it sets none).
+
+        Raises ``Denied(400, unpriced_model)`` when no card prices the model. For adapters whose
+        call may be served by one of several models: reserve for the dearest.
+        """
+        return self._worst_case(intent, intent.at or _now())[1]
+
+    def _worst_case(self, intent: CallIntent, at: datetime) -> tuple[int, Price]:
+        max_out = intent.max_output_tokens or self._default_max_output(intent, at)
+        usage = Usage(input_tokens=intent.input_tokens, output_tokens=max_out)
+        return max_out, self._price_or_deny(intent, usage, at)
 
     def fails_open(self) -> bool:
         """Whether calls go through unenforced while the ledger is unreachable (the policy)."""
@@ -382,13 +400,23 @@ class Runtime:
         *,
         external_cost_nanos: int | None = None,
         flags: Iterable[str] = (),
+        served_by: tuple[str, str] | None = None,
     ) -> UsageEvent:
-        """Price the actual usage, charge it, release the rest of the hold. Idempotent."""
+        """Price the actual usage, charge it, release the rest of the hold. Idempotent.
+
+        ``served_by``: the (provider, model) that answered, when the gateway in front chose
+        among several after admission (a load-balanced model group): the call is priced and
+        recorded as that model, on the wallets of its reservation.
+        """
         with self._admissions_lock:
             cached = self._admissions.pop(request_id, None)
             quoted = self._quotes.pop(request_id, None)
         if cached is not None and cached[0].state == UNRECORDED:
-            return self._record_let_through(cached, usage, outcome, external_cost_nanos, flags)
+            reservation, admitted, who = cached
+            admitted = _served(admitted, served_by)
+            return self._record_let_through(
+                (reservation, admitted, who), usage, outcome, external_cost_nanos, flags
+            )
         if cached is not None:
             reservation, intent, principal = cached
         else:
@@ -406,6 +434,9 @@ class Runtime:
             assert principal_or_none is not None
             principal = principal_or_none
         at = intent.at or _now()
+        served = _served(intent, served_by)
+        if served is not intent:
+            intent, quoted = served, None
         if quoted is not None and quoted[0] == usage and cached is not None:
             price = quoted[1]  # priced from this same admission and usage a moment ago
         else:
@@ -470,6 +501,7 @@ class Runtime:
         *,
         external_cost_nanos: int | None = None,
         flags: Iterable[str] = (),
+        served_by: tuple[str, str] | None = None,
     ) -> UsageEvent:
         return await asyncio.to_thread(
             self.settle,
@@ -478,6 +510,7 @@ class Runtime:
             outcome,
             external_cost_nanos=external_cost_nanos,
             flags=tuple(flags),
+            served_by=served_by,
         )
 
     def release(self, request_id: str) -> UsageEvent:

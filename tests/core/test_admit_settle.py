@@ -481,3 +481,29 @@ def test_settle_reuses_the_quote_of_the_same_usage_and_reprices_any_other(runtim
     more = Usage(input_tokens=800, cache_read_tokens=200, output_tokens=121)
     assert runtime.settle(other.request_id, more).cost_nanos == expected + int(nanos(1, MINI_OUT))
     assert counter.calls == before + 1  # the usage changed after the quote: priced again
+
+
+def test_settle_prices_and_records_the_model_that_served_the_call(runtime: Runtime, ada: str) -> None:
+    """A gateway that picks among several deployments after admission (a LiteLLM model group)
+    settles with ``served_by``: the event is that model's, priced by its card, on the same wallets."""
+    dearest = intent(
+        ada, provider="anthropic", model="claude-sonnet-4", input_tokens=1000, max_output_tokens=500
+    )
+    # claude-sonnet-4: $3 in, $15 out per 1M = 3,000 and 15,000 nanos a token
+    assert runtime.worst_case(dearest).amount_nanos == 1000 * 3_000 + 500 * 15_000
+    admission = runtime.admit(dearest)
+    runtime.quote(admission.request_id, Usage(input_tokens=800, output_tokens=100))  # not reused
+    event = runtime.settle(
+        admission.request_id,
+        Usage(input_tokens=800, output_tokens=100),
+        served_by=("openai", "gpt-5.4-mini"),
+    )
+    assert (event.provider, event.model) == ("openai", "gpt-5.4-mini")
+    assert event.cost_nanos == int(nanos(800, MINI_IN) + nanos(100, MINI_OUT)) == 1_050_000
+    assert event.card_version == "openai-2026-06-08"
+    for scope, wallet in wallets(runtime).items():
+        assert (wallet["spent_nanos"], wallet["reserved_nanos"]) == (1_050_000, 0), scope
+    # the second settle of the same call returns that event unchanged
+    again = runtime.settle(admission.request_id, Usage(input_tokens=800, output_tokens=100))
+    assert (again.provider, again.cost_nanos) == ("openai", 1_050_000)
+    assert verify(runtime).ok

@@ -75,6 +75,18 @@ def proxy_config(
                 "api_key": "sk-fake",
             },
         },
+        # two load-balanced groups, each over an OpenAI and an Anthropic deployment of the fake
+        *(
+            {"model_name": group, "litellm_params": params}
+            for group, models in (
+                ("mixed", ("openai/gpt-4o", "anthropic/claude-sonnet-4")),
+                ("mini-or-sonnet", ("openai/gpt-5.4-mini", "anthropic/claude-sonnet-4")),
+            )
+            for params in (
+                {"model": models[0], "api_base": upstream_base, "api_key": "sk-fake"},
+                {"model": models[1], "api_base": upstream_base.removesuffix("/v1"), "api_key": "sk-fake"},
+            )
+        ),
         {
             "model_name": "gpt-4o-mock",
             "litellm_params": {

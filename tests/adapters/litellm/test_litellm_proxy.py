@@ -191,3 +191,49 @@ def test_revoked_key_is_refused(stack: Stack) -> None:
         stack.client(key).chat.completions.create(
             model="gpt-4o-mock", messages=[{"role": "user", "content": "hi"}], max_tokens=5
         )
+
+
+SONNET_IN, SONNET_OUT = 3_000, 15_000  # claude-sonnet-4: $3 in / $15 out per 1M, nanos per token
+
+
+def test_a_load_balanced_group_is_charged_as_the_deployment_that_answered(
+    stack: Stack, fake: FakeUpstream
+) -> None:
+    """Group ``mixed`` spreads calls over openai/gpt-4o and anthropic/claude-sonnet-4: each
+    event names the deployment that answered and is priced by its card, whichever it was."""
+    key, key_id = stack.key()
+    fake.default = Script(usage=FakeUsage(input_tokens=100, output_tokens=20))
+    served: list[str] = []
+    while len(set(served)) < 2 or len(served) < 8:  # the router picks at random
+        assert len(served) < 60, f"the router sent every call to {served[0]}"
+        before = len(fake.requests)
+        raw = stack.raw_chat(key, model="mixed", max_tokens=50)
+        assert raw.parse().choices[0].message.content
+        (request,) = fake.requests[before:]
+        event = stack.wait_event(raw.headers["x-litellm-call-id"])
+        if request.path.endswith("/messages"):
+            assert (event.provider, event.model) == ("anthropic", "claude-sonnet-4")
+            assert event.cost_nanos == 100 * SONNET_IN + 20 * SONNET_OUT == 600_000
+        else:
+            assert (event.provider, event.model) == ("openai", "gpt-4o")
+            assert event.cost_nanos == 100 * GPT4O_IN + 20 * GPT4O_OUT == 450_000
+            # compared with LiteLLM's own price of the same deployment, not the group's first
+            # (LiteLLM's map has no bare claude-sonnet-4, so it prices that deployment at $0)
+            assert event.external_cost_nanos == 450_000 and "litellm_cost_diverges" not in event.flags
+        served.append(event.provider)
+    wallet = stack.key_wallet(key_id)
+    assert wallet is None or wallet.reserved_nanos == 0
+
+
+def test_a_group_with_a_deployment_the_tier_does_not_allow_is_403(stack: Stack, fake: FakeUpstream) -> None:
+    """Either deployment may answer, so the caller must be allowed both: the design tier may
+    use gpt-5.4-mini but not claude-sonnet-4, and the group is refused before any upstream call."""
+    key, _ = stack.key("dee@acme.example")
+    before = len(fake.requests)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        stack.client(key).chat.completions.create(
+            model="mini-or-sonnet", messages=[{"role": "user", "content": "hi"}], max_tokens=10
+        )
+    assert caught.value.status_code == 403
+    assert "claude-sonnet-4" in str(caught.value.body)
+    assert len(fake.requests) == before
