@@ -37,3 +37,8 @@ def configure_logging(level: str = "info") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # chatty libraries: a line per scheduled job and per migration step at start; their
+    # warnings and errors still come through, and at debug level everything does
+    quiet = max(logging.WARNING, root.level) if root.level > logging.DEBUG else logging.DEBUG
+    for name in ("apscheduler", "alembic"):
+        logging.getLogger(name).setLevel(quiet)
