@@ -159,24 +159,30 @@ def test_stream_usage_is_requested_and_settled_from_the_sse_reply(stack, tmp_pat
     assert event.endpoint_mode == "stream"
 
 
+def leave_stream_early(stack, key: str, path: str, body: dict, enough) -> str:
+    """Stream a call through the enforcing nginx and walk away once ``enough(received bytes)``;
+    the call's request id (as the provider saw it)."""
+    anthropic = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    headers = anthropic if path == "/v1/messages" else {"Authorization": f"Bearer {key}"}
+    received = b""
+    with httpx.stream("POST", stack.enforced.url + path, timeout=30, headers=headers, json=body) as reply:
+        assert reply.status_code == 200
+        for chunk in reply.iter_bytes():
+            received += chunk
+            if enough(received):
+                break
+    return {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+
+
+STREAM_BODY = {"stream": True, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+
+
 def test_aborted_stream_without_usage_is_charged_its_reservation(stack, tmp_path):
     key, _ = stack.key()
     stack.fake.default = Script(usage=FakeUsage(input_tokens=50, output_tokens=60), chunk_delay=0.05)
-    with httpx.stream(
-        "POST",
-        stack.enforced.url + "/v1/chat/completions",
-        timeout=30,
-        headers={"Authorization": f"Bearer {key}"},
-        json={
-            "model": "gpt-5.4-mini",
-            "stream": True,
-            "max_tokens": 100,
-            "messages": [{"role": "user", "content": "hi"}],
-        },
-    ) as reply:
-        assert reply.status_code == 200
-        next(reply.iter_bytes())  # the first chunk, then the client walks away
-    request_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    body = {"model": "gpt-5.4-mini", **STREAM_BODY}
+    # the first chunk, then the client walks away
+    request_id = leave_stream_early(stack, key, "/v1/chat/completions", body, lambda received: True)
     line = wait_for_line(stack.enforced.log, request_id)
     assert line["prompt_tokens"] == "" and line["upstream_status"] == "200"
     reserved = stack.runtime.ledger.reservation(request_id).amount_nanos
@@ -194,25 +200,14 @@ def test_an_aborted_stream_is_charged_what_it_delivered_with_the_estimate_policy
     stack.fake.default = Script(
         usage=FakeUsage(input_tokens=50, output_tokens=60), stall_after_chunks=3, stall_seconds=30
     )
-    received = b""
-    with httpx.stream(
-        "POST",
-        stack.enforced.url + "/v1/chat/completions",
-        timeout=30,
-        headers={"Authorization": f"Bearer {key}"},
-        json={
-            "model": "gpt-5.4-mini",
-            "stream": True,
-            "max_tokens": 100,
-            "messages": [{"role": "user", "content": "hi"}],
-        },
-    ) as reply:
-        assert reply.status_code == 200
-        for chunk in reply.iter_bytes():
-            received += chunk
-            if received.count(b'"content":"') >= 4:  # the role chunk and three words
-                break  # then the provider stalls and the client walks away
-    request_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    # the role chunk and three words; then the provider stalls and the client walks away
+    request_id = leave_stream_early(
+        stack,
+        key,
+        "/v1/chat/completions",
+        {"model": "gpt-5.4-mini", **STREAM_BODY},
+        lambda received: received.count(b'"content":"') >= 4,
+    )
     line = wait_for_line(stack.enforced.log, request_id)
     # "tok", " tok", " tok": 3 + 4 + 4 bytes of answer reached the client
     assert (line["prompt_tokens"], line["delivered_bytes"]) == ("", "11")  # no usage: cut short
@@ -235,25 +230,13 @@ def test_an_anthropic_stream_cut_before_its_final_count_is_charged_what_it_deliv
     stack.fake.default = Script(
         usage=FakeUsage(input_tokens=50, output_tokens=60), stall_after_chunks=3, stall_seconds=30
     )
-    received = b""
-    with httpx.stream(
-        "POST",
-        stack.enforced.url + "/v1/messages",
-        timeout=30,
-        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
-        json={
-            "model": "claude-sonnet-4",
-            "stream": True,
-            "max_tokens": 100,
-            "messages": [{"role": "user", "content": "hi"}],
-        },
-    ) as reply:
-        assert reply.status_code == 200
-        for chunk in reply.iter_bytes():
-            received += chunk
-            if received.count(b"text_delta") >= 3:
-                break
-    request_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    request_id = leave_stream_early(
+        stack,
+        key,
+        "/v1/messages",
+        {"model": "claude-sonnet-4", **STREAM_BODY},
+        lambda received: received.count(b"text_delta") >= 3,
+    )
     line = wait_for_line(stack.enforced.log, request_id)
     assert (line["prompt_tokens"], line["completion_tokens"]) == ("50", "1")  # message_start's
     assert (line["usage_src"], line["delivered_bytes"]) == ("sse:partial", "11")
