@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from allotment.db.executor import sqlite_path
@@ -29,3 +30,17 @@ def metric(client: Any, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"no metric {name}")
+
+
+def session_backends(config: Any) -> list[str]:
+    """``BACKENDS`` of tests/conftest.py (``ALLOTMENT_TEST_BACKENDS`` narrows it), for fixtures
+    that start servers once per ledger backend.
+
+    A folder's conftest cannot import the root one (both are modules named ``conftest``), so
+    it is found among pytest's plugins.
+    """
+    root = Path(__file__).parent / "conftest.py"
+    for plugin in config.pluginmanager.get_plugins():
+        if Path(getattr(plugin, "__file__", None) or "") == root:
+            return list(plugin.BACKENDS)
+    raise RuntimeError(f"{root} is not loaded")

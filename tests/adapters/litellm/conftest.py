@@ -1,6 +1,8 @@
-"""Session fixtures: one fake provider and one real LiteLLM proxy with allotment's callback.
+"""Session fixtures: one fake provider and one real LiteLLM proxy with allotment's callback,
+started once per ledger backend (SQLite and PostgreSQL, or ``ALLOTMENT_TEST_BACKENDS``).
 
-The proxy and the tests share one SQLite ledger; tests isolate themselves with fresh keys.
+The proxy and the tests share one ledger; tests isolate themselves with fresh keys. Tests
+marked ``sqlite_stack`` (they lock the SQLite file) run on the SQLite stack only.
 """
 
 from __future__ import annotations
@@ -28,14 +30,31 @@ sys.path.insert(0, str(Path(__file__).parent))
 from litellm_harness import proxy_config, start_proxy, stop_proxy  # noqa: E402
 from litellm_stack import LEDGER_WAIT_SECONDS, SETTLE_GRACE_SECONDS, Stack  # noqa: E402
 
+from helpers import session_backends  # noqa: E402
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "stack" in metafunc.fixturenames:
+        backends = session_backends(metafunc.config)
+        if metafunc.definition.get_closest_marker("sqlite_stack") is not None:
+            backends = [b for b in backends if b == "sqlite"]
+        metafunc.parametrize("stack", backends, indirect=True, scope="session")
+
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("litellm-stack")
-    database_url = f"sqlite:///{workdir / 'allotment.db'}"
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The proxy on one backend; pytest finishes one backend's tests before starting the next."""
+    backend = request.param
+    workdir = tmp_path_factory.mktemp(f"litellm-stack-{backend}")
+    if backend == "postgres":
+        pg = request.getfixturevalue("pg_server")
+        database_url = pg.create_database(request.getfixturevalue("pg_template"))
+    else:
+        database_url = f"sqlite:///{workdir / 'allotment.db'}"
     (workdir / "allotment.yaml").write_text(SAMPLE_CONFIG)
     runtime = Runtime.open(Settings(database_url=database_url), load_entrypoints=False)
     runtime.apply_config_text(SAMPLE_CONFIG, "allotment.yaml")
+    assert runtime.engine.dialect.name.startswith(backend)  # sqlite, or postgresql
     fake = FakeUpstream().start()
     proxy = None
     (workdir / "proxy").mkdir()

@@ -29,7 +29,7 @@ from allotment.testing.fake_upstream import FakeUpstream, FakeUsage, Script
 from allotment.types import Outcome
 from helpers import write_locked
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sqlite_stack]  # locks the SQLite ledger file
 
 GPT4O_IN, GPT4O_OUT = 2_500, 10_000  # nanos per token
 COST = 100 * GPT4O_IN + 20 * GPT4O_OUT  # the fake provider's usage below: 100 in, 20 out

@@ -19,6 +19,7 @@ from allotment.settings import Settings
 from allotment.testing import SAMPLE_CONFIG
 from allotment.testing.fake_upstream import FakeUpstream
 from allotment.testing.serve import start_serve
+from helpers import session_backends
 
 
 @dataclass
@@ -36,19 +37,6 @@ class Stack:
         )
         self.runtime.refresh_directory()
         return key, key_id
-
-
-def session_backends(config: pytest.Config) -> list[str]:
-    """``BACKENDS`` of tests/conftest.py (``ALLOTMENT_TEST_BACKENDS`` narrows it).
-
-    Both files are modules named ``conftest``, so the root one is found among pytest's plugins
-    rather than imported.
-    """
-    root = Path(__file__).parents[2] / "conftest.py"
-    for plugin in config.pluginmanager.get_plugins():
-        if Path(getattr(plugin, "__file__", None) or "") == root:
-            return list(plugin.BACKENDS)
-    raise RuntimeError(f"{root} is not loaded")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
