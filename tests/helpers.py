@@ -44,3 +44,12 @@ def session_backends(config: Any) -> list[str]:
         if Path(getattr(plugin, "__file__", None) or "") == root:
             return list(plugin.BACKENDS)
     raise RuntimeError(f"{root} is not loaded")
+
+
+def stack_database_url(request: Any, workdir: Path) -> str:
+    """The ledger for a server stack on ``request.param``: a fresh migrated PostgreSQL
+    database from the session's server, or a SQLite file in ``workdir``."""
+    if request.param == "postgres":
+        pg = request.getfixturevalue("pg_server")
+        return str(pg.create_database(request.getfixturevalue("pg_template")))
+    return f"sqlite:///{workdir / 'allotment.db'}"

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from litellm_harness import proxy_config, start_proxy, stop_proxy  # noqa: E402
 from litellm_stack import LEDGER_WAIT_SECONDS, SETTLE_GRACE_SECONDS, Stack  # noqa: E402
 
-from helpers import session_backends  # noqa: E402
+from helpers import session_backends, stack_database_url  # noqa: E402
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -46,11 +46,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """The proxy on one backend; pytest finishes one backend's tests before starting the next."""
     backend = request.param
     workdir = tmp_path_factory.mktemp(f"litellm-stack-{backend}")
-    if backend == "postgres":
-        pg = request.getfixturevalue("pg_server")
-        database_url = pg.create_database(request.getfixturevalue("pg_template"))
-    else:
-        database_url = f"sqlite:///{workdir / 'allotment.db'}"
+    database_url = stack_database_url(request, workdir)
     (workdir / "allotment.yaml").write_text(SAMPLE_CONFIG)
     runtime = Runtime.open(Settings(database_url=database_url), load_entrypoints=False)
     runtime.apply_config_text(SAMPLE_CONFIG, "allotment.yaml")

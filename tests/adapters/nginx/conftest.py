@@ -19,7 +19,7 @@ from allotment.settings import Settings
 from allotment.testing import SAMPLE_CONFIG
 from allotment.testing.fake_upstream import FakeUpstream
 from allotment.testing.serve import start_serve
-from helpers import session_backends
+from helpers import session_backends, stack_database_url
 
 
 @dataclass
@@ -52,11 +52,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         pytest.skip("nginx with the njs module is not installed (make system-deps)")
     backend = request.param
     workdir = tmp_path_factory.mktemp(f"nginx-stack-{backend}")
-    if backend == "postgres":
-        pg = request.getfixturevalue("pg_server")
-        database_url = pg.create_database(request.getfixturevalue("pg_template"))
-    else:
-        database_url = f"sqlite:///{workdir / 'allotment.db'}"
+    database_url = stack_database_url(request, workdir)
     fake = FakeUpstream().start()
     serve = start_serve(workdir, SAMPLE_CONFIG, database_url=database_url, admin_token="nginx-test-token")
     decision_url = serve.url

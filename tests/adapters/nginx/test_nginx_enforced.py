@@ -177,6 +177,17 @@ def leave_stream_early(stack, key: str, path: str, body: dict, enough) -> str:
 STREAM_BODY = {"stream": True, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 
 
+def cut_after_three_words(stack, path: str, model: str, marker: bytes, count: int) -> str:
+    """A stream whose provider stalls after three words ("tok", " tok", " tok": 11 bytes), left
+    by the client once ``marker`` has arrived ``count`` times; its request id."""
+    key, _ = stack.key()
+    stack.fake.default = Script(
+        usage=FakeUsage(input_tokens=50, output_tokens=60), stall_after_chunks=3, stall_seconds=30
+    )
+    body = {"model": model, **STREAM_BODY}
+    return leave_stream_early(stack, key, path, body, lambda received: received.count(marker) >= count)
+
+
 def test_aborted_stream_without_usage_is_charged_its_reservation(stack, tmp_path):
     key, _ = stack.key()
     stack.fake.default = Script(usage=FakeUsage(input_tokens=50, output_tokens=60), chunk_delay=0.05)
@@ -196,18 +207,8 @@ def test_aborted_stream_without_usage_is_charged_its_reservation(stack, tmp_path
 def test_an_aborted_stream_is_charged_what_it_delivered_with_the_estimate_policy(stack, tmp_path):
     """The njs filter logs the answer bytes a stream delivered; ``--aborted estimate`` charges
     them / 4 as output and the reservation's input bound / 4 as input, not the worst case."""
-    key, _ = stack.key()
-    stack.fake.default = Script(
-        usage=FakeUsage(input_tokens=50, output_tokens=60), stall_after_chunks=3, stall_seconds=30
-    )
     # the role chunk and three words; then the provider stalls and the client walks away
-    request_id = leave_stream_early(
-        stack,
-        key,
-        "/v1/chat/completions",
-        {"model": "gpt-5.4-mini", **STREAM_BODY},
-        lambda received: received.count(b'"content":"') >= 4,
-    )
+    request_id = cut_after_three_words(stack, "/v1/chat/completions", "gpt-5.4-mini", b'"content":"', 4)
     line = wait_for_line(stack.enforced.log, request_id)
     # "tok", " tok", " tok": 3 + 4 + 4 bytes of answer reached the client
     assert (line["prompt_tokens"], line["delivered_bytes"]) == ("", "11")  # no usage: cut short
@@ -226,17 +227,7 @@ def test_an_aborted_stream_is_charged_what_it_delivered_with_the_estimate_policy
 def test_an_anthropic_stream_cut_before_its_final_count_is_charged_what_it_delivered(stack, tmp_path):
     """Anthropic's message_start carries the input and a placeholder output count; a stream cut
     before message_delta logs ``sse:partial``, and the delivered bytes / 4 stand in for output."""
-    key, _ = stack.key()
-    stack.fake.default = Script(
-        usage=FakeUsage(input_tokens=50, output_tokens=60), stall_after_chunks=3, stall_seconds=30
-    )
-    request_id = leave_stream_early(
-        stack,
-        key,
-        "/v1/messages",
-        {"model": "claude-sonnet-4", **STREAM_BODY},
-        lambda received: received.count(b"text_delta") >= 3,
-    )
+    request_id = cut_after_three_words(stack, "/v1/messages", "claude-sonnet-4", b"text_delta", 3)
     line = wait_for_line(stack.enforced.log, request_id)
     assert (line["prompt_tokens"], line["completion_tokens"]) == ("50", "1")  # message_start's
     assert (line["usage_src"], line["delivered_bytes"]) == ("sse:partial", "11")
