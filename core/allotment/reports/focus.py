@@ -28,72 +28,6 @@ if TYPE_CHECKING:
     from allotment.runtime import Runtime
 
 FOCUS_VERSION = "1.3"
-COLUMNS = (
-    "BilledCost",
-    "EffectiveCost",
-    "ListCost",
-    "ContractedCost",
-    "BillingAccountId",
-    "BillingAccountName",
-    "BillingAccountType",
-    "BillingCurrency",
-    "BillingPeriodStart",
-    "BillingPeriodEnd",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ChargeFrequency",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "ContractedUnitPrice",
-    "ListUnitPrice",
-    "PricingCategory",
-    "PricingCurrency",
-    "PricingCurrencyContractedUnitPrice",
-    "PricingCurrencyEffectiveCost",
-    "PricingCurrencyListUnitPrice",
-    "PricingQuantity",
-    "PricingUnit",
-    "InvoiceIssuerName",
-    "ServiceProviderName",
-    "HostProviderName",
-    "ProviderName",
-    "PublisherName",
-    "ServiceCategory",
-    "ServiceSubcategory",
-    "ServiceName",
-    "SubAccountId",
-    "SubAccountName",
-    "SubAccountType",
-    "RegionId",
-    "RegionName",
-    "ResourceId",
-    "ResourceName",
-    "ResourceType",
-    "SkuId",
-    "SkuMeter",
-    "SkuPriceId",
-    "SkuPriceDetails",
-    "CommitmentDiscountCategory",
-    "CommitmentDiscountId",
-    "CommitmentDiscountName",
-    "CommitmentDiscountQuantity",
-    "CommitmentDiscountStatus",
-    "CommitmentDiscountType",
-    "CommitmentDiscountUnit",
-    "CapacityReservationId",
-    "CapacityReservationStatus",
-    "AvailabilityZone",
-    "InvoiceId",
-    "Tags",
-    "x_RateCardVersion",
-    "x_RequestCount",
-    "x_Enforced",
-    "x_WorkflowId",
-    "x_EndpointMode",
-)
 # token class -> (SKU suffix, meter, TokenDirection, TokenCacheAction)
 CLASSES = {
     "input": ("input", "Input Tokens", "Input", "Uncached"),
@@ -111,9 +45,10 @@ VENDORS = {
 }
 MILLION = Decimal(1_000_000)
 
-# The Parquet schema (export option ``format: parquet``): column -> (type, nullable), in COLUMNS order.
-# Money is an exact decimal at the ledger's nano-dollar scale, never a float; unit prices (USD per 1M
-# tokens, times a batch multiplier) get a wider scale. Nullable exactly where the CSV can be empty.
+# The FOCUS columns in export order, each with its Parquet type (export option ``format: parquet``):
+# column -> (type, nullable). Money is an exact decimal at the ledger's nano-dollar scale, never a
+# float; unit prices (USD per 1M tokens, times a batch multiplier) get a wider scale. Nullable
+# exactly where the CSV can be empty.
 DECIMAL_PRECISION = 38  # the widest decimal128
 SCALES = {"cost": 9, "price": 18, "quantity": 6}  # cost: nano-dollars; quantity: tokens / 1e6
 PARQUET_TYPES: dict[str, tuple[str, bool]] = {
@@ -182,6 +117,7 @@ PARQUET_TYPES: dict[str, tuple[str, bool]] = {
     "x_WorkflowId": ("string", True),
     "x_EndpointMode": ("string", False),
 }
+COLUMNS = tuple(PARQUET_TYPES)
 
 
 @dataclass
