@@ -19,7 +19,7 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from allotment.errors import AllotmentError, Denied, LedgerUnavailable, NotFound
-from allotment.runtime import Runtime
+from allotment.runtime import SETTLE_RETRY_DELAYS, Runtime
 from allotment.types import CallIntent, Principal
 from allotment_litellm import reconcile
 from allotment_litellm.errors import refusal
@@ -54,9 +54,6 @@ HOOKS = (
     "async_log_failure_event",
 )
 _MEMORY = 100_000
-# seconds between attempts to settle after the ledger refused (the gateway's shape): LiteLLM
-# delivers a call's log event once, so a settle dropped on a locked ledger is lost usage
-SETTLE_RETRY_DELAYS = (0.5, 2.0, 5.0, 15.0, 30.0)
 
 
 def _callback_time_limit() -> float:
@@ -112,6 +109,7 @@ class AllotmentLogger(CustomLogger):
         self._calls: OrderedDict[str, _Call] = OrderedDict()
         self._denied: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[Any]] = set()
+        # LiteLLM delivers a call's log event once: a settle dropped on a locked ledger is lost
         self.settle_retry_delays: tuple[float, ...] = SETTLE_RETRY_DELAYS
         # a log callback waits this long for its first settle attempt; the attempt and its
         # retries run in a task of their own, which LiteLLM's time limit cannot cancel

@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("allotment.runtime")
 
+# Seconds between attempts to settle a call after the ledger refused it (``LedgerUnavailable``),
+# well inside a reservation's TTL; settle is idempotent, so a retry never charges twice. The
+# gateway and the LiteLLM adapter retry on this schedule.
+SETTLE_RETRY_DELAYS = (0.5, 2.0, 5.0, 15.0, 30.0)
 _ADMISSION_CACHE_SIZE = 100_000
 _FALLBACK_VERSION = "fallback-price"
 _UNPRICED_VERSION = "unpriced"

@@ -18,6 +18,7 @@ from allotment.gateway.forwarding import Forwarder
 from allotment.gateway.metrics import GatewayMetrics
 from allotment.gateway.mock_upstream import MockUpstream
 from allotment.money import usd_string
+from allotment.runtime import SETTLE_RETRY_DELAYS
 from allotment.types import Admission, CallIntent, Outcome, Usage, UsageEvent
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ log = logging.getLogger("allotment.gateway")
 T = TypeVar("T")
 
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
-# seconds between attempts to settle after the ledger refused (well inside a reservation's TTL)
-SETTLE_RETRY_DELAYS = (0.5, 2.0, 5.0, 15.0, 30.0)
 
 
 @dataclass(slots=True)
