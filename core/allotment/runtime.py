@@ -43,7 +43,6 @@ from allotment.types import (
 )
 
 if TYPE_CHECKING:
-    from allotment.defaults.pricing import RateCardPricer
     from allotment.pricing.book import RateCardBook
 
 log = logging.getLogger("allotment.runtime")
@@ -93,7 +92,6 @@ class Runtime:
         self._admissions: OrderedDict[str, tuple[Reservation, CallIntent, Principal]] = OrderedDict()
         # request id -> (usage, price) of its last ``quote``: settle reuses it for the same usage
         self._quotes: dict[str, tuple[Usage, Price]] = {}
-        self._pricer: RateCardPricer | None = None
         self._admissions_lock = threading.Lock()
         self.pm: pluggy.PluginManager = create_plugin_manager(
             default_plugins(self), load_entrypoints=load_entrypoints, extra=plugins
@@ -179,12 +177,8 @@ class Runtime:
     def rate_book(self) -> RateCardBook:
         from allotment.defaults.pricing import RateCardPricer
 
-        pricer = self._pricer
-        if pricer is not None and self.pm.is_registered(pricer):
-            return pricer.book
         for plugin in self.pm.get_plugins():
             if isinstance(plugin, RateCardPricer):
-                self._pricer = plugin
                 return plugin.book
         raise LedgerUnavailable("the rate-card pricer is disabled")
 
