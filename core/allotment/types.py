@@ -40,6 +40,19 @@ def _check_count(name: str, value: int) -> None:
         )
 
 
+# Usage's counts, in field order: each an int in [0, MAX_TOKENS_PER_FIELD]
+USAGE_COUNT_FIELDS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "tool_calls",
+    "search_calls",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Normalized token counts. ``input_tokens`` is *fresh* (uncached) input only.
@@ -75,16 +88,7 @@ class Usage:
                 break
         else:
             return
-        for name in (
-            "input_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-            "tool_calls",
-            "search_calls",
-        ):
+        for name in USAGE_COUNT_FIELDS:
             _check_count(name, getattr(self, name))
 
     @property

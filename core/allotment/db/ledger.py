@@ -16,7 +16,7 @@ import orjson
 
 from allotment.db.executor import Executor
 from allotment.errors import InvalidRequest, NotFound
-from allotment.types import Wallet
+from allotment.types import USAGE_COUNT_FIELDS, Wallet
 
 GENERATION_KEY = "generation"
 
@@ -93,18 +93,7 @@ EVENT_COLUMNS = (
     "flags",
 )
 # integer columns that are never NULL (stored as 0 when absent)
-COUNT_COLUMNS = (
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "tool_calls",
-    "search_calls",
-    "cost_nanos",
-    "estimate_nanos",
-)
+COUNT_COLUMNS = (*USAGE_COUNT_FIELDS, "cost_nanos", "estimate_nanos")
 # positions of the columns whose stored form differs from the event's value
 _TS = EVENT_COLUMNS.index("ts")
 _ESTIMATED = EVENT_COLUMNS.index("estimated")
