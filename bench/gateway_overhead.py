@@ -13,7 +13,11 @@ added latency under a moderate load. The closed-loop phase (``--concurrency`` ca
 each send again as soon as an answer arrives) measures throughput: there latency is queueing.
 
     python bench/gateway_overhead.py [--rounds 2000] [--rate 400] [--open-seconds 10]
-                                     [--concurrency 16] [--seconds 5] [--baseline SRC]
+                                     [--concurrency 16] [--seconds 5] [--baseline SRC] [--floor]
+
+``--floor`` adds the thinnest pass-through built from the gateway's own HTTP parts and no
+allotment logic: "floor - direct" is what a Python hop costs on the machine, "gateway - floor"
+allotment's own share.
 """
 
 from __future__ import annotations
@@ -49,6 +53,40 @@ upstreams: {{openai: {{api_key: sk-bench, api_base: "http://127.0.0.1:{port}/v1"
 """
 BODY = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
 STREAM_BODY = {**BODY, "stream": True}
+# The thinnest pass-through built from the gateway's own parts (uvicorn with uvloop and the
+# coalescing httptools protocol, the gateway's upstream client), with no authentication,
+# ledger or parsing: what any Python hop costs on this machine, so that "gateway - floor"
+# is allotment's own share of the added latency.
+FLOOR = (
+    "import sys, uvicorn\n"
+    "from allotment.cli.serve import _uvicorn_options\n"
+    "from allotment.gateway.upstream_http import Origin, UpstreamPool\n"
+    "origin = Origin.parse(f'http://127.0.0.1:{sys.argv[1]}/v1')\n"
+    "pool = UpstreamPool()\n"
+    "HEADERS = {'authorization': 'Bearer sk-bench', 'content-type': 'application/json'}\n"
+    "async def app(scope, receive, send):\n"
+    "    if scope['type'] != 'http':\n"
+    "        return\n"
+    "    body, more = b'', True\n"
+    "    while more:\n"
+    "        message = await receive()\n"
+    "        body, more = body + message.get('body', b''), message.get('more_body', False)\n"
+    "    answer = await pool.post(origin, '/chat/completions', body, HEADERS,\n"
+    "                             connect_timeout=5, read_timeout=30)\n"
+    "    kind = [(k.encode(), v.encode()) for k, v in answer.headers if k == 'content-type']\n"
+    "    if b'stream' in body:\n"
+    "        await send({'type': 'http.response.start', 'status': answer.status, 'headers': kind})\n"
+    "        async for piece in answer:\n"
+    "            await send({'type': 'http.response.body', 'body': piece, 'more_body': True})\n"
+    "        await send({'type': 'http.response.body', 'body': b''})\n"
+    "    else:\n"
+    "        data = await answer.read()\n"
+    "        headers = [*kind, (b'content-length', str(len(data)).encode())]\n"
+    "        await send({'type': 'http.response.start', 'status': answer.status, 'headers': headers})\n"
+    "        await send({'type': 'http.response.body', 'body': data})\n"
+    "uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[2]), log_level='warning',\n"
+    "            access_log=False, **_uvicorn_options())\n"
+)
 
 
 def free_port() -> int:
@@ -124,6 +162,9 @@ async def sequential(targets: dict[str, tuple[str, dict[str, str]]], rounds: int
         if stream:
             added_ttfb = [g[1] - d[1] for g, d in pairs]
             print(f"  {label} TTFB p50 {pct(added_ttfb, 50):+6.3f} ms  p99 {pct(added_ttfb, 99):+6.3f} ms")
+        if name != "floor" and "floor" in samples:
+            over = [g[0] - f[0] for g, f in zip(samples[name], samples["floor"], strict=True)]
+            print(f"  {name} over floor p50 {pct(over, 50):+6.3f} ms  p99 {pct(over, 99):+6.3f} ms (paired)")
         own = [ms / 1000 for ms in OWN_TIME.pop(urls[name], [])][-len(pairs) :]
         if own:
             what = "to the first byte" if stream else "per call"
@@ -229,6 +270,12 @@ async def open_loop(
                 f"  added by {name}: p50 {pct(values, 50) - pct(direct, 50):+6.3f} ms  "
                 f"p99 {pct(values, 99) - pct(direct, 99):+6.3f} ms"
             )
+            if name != "floor" and "floor" in samples:
+                floor = samples["floor"]
+                print(
+                    f"  {name} over floor: p50 {pct(values, 50) - pct(floor, 50):+6.3f} ms  "
+                    f"p99 {pct(values, 99) - pct(floor, 99):+6.3f} ms"
+                )
             own = [ms / 1000 for ms in OWN_TIME.get(targets[name][0], [])]
             if len(own) > 1:
                 print(
@@ -281,6 +328,11 @@ def main() -> None:
         "--rate", type=float, default=400.0, help="open-loop arrivals per second (all targets together)"
     )
     parser.add_argument("--open-seconds", type=float, default=10.0, help="length of the open-loop run")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the thinnest Python pass-through (the gateway's HTTP parts, no allotment)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="allotment-bench-"))
     fake_port = free_port()
@@ -299,6 +351,11 @@ def main() -> None:
             process, url, key = start_gateway(work / name, fake_port, source)
             gateways.append(process)
             targets[name] = (url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"})
+        if args.floor:
+            floor_port = free_port()
+            gateways.append(subprocess.Popen([sys.executable, "-c", FLOOR, str(fake_port), str(floor_port)]))
+            wait_http(f"http://127.0.0.1:{floor_port}/")
+            targets["floor"] = (f"http://127.0.0.1:{floor_port}/v1/chat/completions", {})
         print(f"python {sys.version.split()[0]}, gateway: 1 uvicorn worker, SQLite ledger")
         for stream in (False, True):
             asyncio.run(sequential(targets, args.rounds, stream))
