@@ -37,6 +37,8 @@ class ModelResolver:
         self.runtime = runtime
         self._router_id = 0
         self._cache: dict[str, tuple[tuple[str, str], ...]] = {}
+        # a deployment's ``model`` -> its ``model_info.base_model`` (provider-qualified)
+        self._base_models: dict[str, str] = {}
 
     def resolve(self, public_name: str) -> tuple[str, str]:
         """The group's first deployment."""
@@ -46,6 +48,7 @@ class ModelResolver:
         router = _router()
         if id(router) != self._router_id:
             self._cache = {}
+            self._base_models = {}
             self._router_id = id(router)
         hit = self._cache.get(public_name)
         if hit is not None:
@@ -64,12 +67,31 @@ class ModelResolver:
                 deployments = []
             for entry in deployments:
                 params = entry.get("litellm_params") or {}
-                if isinstance(params.get("model"), str):
-                    names.append(params["model"])
+                model = params.get("model")
+                if not isinstance(model, str):
+                    continue
+                names.append(model)
+                base = (entry.get("model_info") or {}).get("base_model")
+                if isinstance(base, str) and base.strip():
+                    # LiteLLM's way to price an owner-named (Azure) deployment: the model it serves
+                    self._base_models[model] = self._qualified(base.strip(), model)
         return tuple(dict.fromkeys(self.deployment(name) for name in names or [public_name]))
 
+    def _qualified(self, base: str, deployment: str) -> str:
+        """``base`` with the deployment's provider in front, unless it names a provider itself
+        (``azure/gpt-4o`` stays; ``gpt-4o`` and ``eu/gpt-4o-mini`` of ``azure/x`` gain ``azure/``)."""
+        provider, sep, _ = deployment.partition("/")
+        head = base.partition("/")[0].lower()
+        if not sep or head == provider.lower():
+            return base
+        if head in PROVIDER_ALIASES or self.runtime.rate_book.has_provider(head):
+            return base
+        return f"{provider}/{base}"
+
     def deployment(self, name: str) -> tuple[str, str]:
-        """A LiteLLM deployment (``provider/model``, or a bare model) as allotment's (provider, model)."""
+        """A LiteLLM deployment (``provider/model``, or a bare model) as allotment's (provider, model);
+        a deployment with a ``model_info.base_model`` is priced as that model."""
+        name = self._base_models.get(name, name)
         head, sep, tail = name.partition("/")
         if sep:
             provider = PROVIDER_ALIASES.get(head.lower(), head.lower())

@@ -147,11 +147,44 @@ class UpstreamConfig(_Model):
     api_base: str | None = None
     mock: bool = False
     timeout_seconds: float = Field(default=600.0, gt=0)
+    # passed to the litellm SDK as keyword arguments (e.g. Azure's api_version, Vertex's
+    # vertex_project, Bedrock's aws_region_name); string values may be env:NAME references
     extra: dict[str, Any] = Field(default_factory=dict)
+    # deployment name -> the model it serves, as the provider's rate card names it (Azure
+    # deployments are named by their owner: `prod-gpt4o: gpt-4o`)
+    deployments: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _extra(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted(RESERVED_UPSTREAM_KWARGS.intersection(value))
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)} cannot be set in `extra` (use api_key, api_base, timeout_seconds)"
+            )
+        return value
+
+    @field_validator("deployments")
+    @classmethod
+    def _deployments(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, model in value.items():
+            if not name.strip() or not model.strip():
+                raise ValueError("deployment names and the models they serve must not be empty")
+        return {name.strip(): model.strip() for name, model in value.items()}
 
     def resolved_api_key(self) -> str | None:
         """``env:NAME`` references are read from the environment when used, never stored."""
         return read_env_ref(self.api_key)
+
+    def resolved_extra(self) -> dict[str, Any]:
+        """``extra`` with its ``env:NAME`` string values read from the environment."""
+        return {k: read_env_ref(v) if isinstance(v, str) else v for k, v in self.extra.items()}
+
+
+# what the gateway sets itself on a litellm SDK call
+RESERVED_UPSTREAM_KWARGS = frozenset(
+    {"model", "messages", "prompt", "input", "stream", "api_key", "api_base", "base_url", "timeout"}
+)
 
 
 class PriceConfig(_Model):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from allotment.defaults.pricing import RateCardPricer
-from allotment.errors import InvalidRequest, PricingError
+from allotment.errors import ConfigError, InvalidRequest, PricingError
 from allotment.plugins import Hooks, create_plugin_manager
 from allotment.pricing import RateCardBook, default_card_dirs
 from allotment.types import EndpointMode, Usage
@@ -367,3 +367,41 @@ def test_provider_for_answers_by_date_each_time_it_is_asked() -> None:
     assert book.provider_for("gpt-5.4-mini", before) is None
     assert book.provider_for(" gpt-5.4-mini ", after) == "openai"
     assert book.has_provider("openai") and not book.has_provider("OpenAI")
+
+
+def test_azure_card_prices_global_and_data_zone_deployments_but_claims_no_bare_id(
+    book: RateCardBook,
+) -> None:
+    usage = Usage(input_tokens=1_000_000, cache_read_tokens=1_000_000, output_tokens=1_000_000)
+    # Global/Standard gpt-4o: the same prices as OpenAI's own API
+    assert book.price("azure", "gpt-4o-2024-11-20", usage, AT).amount_nanos == nanos(
+        Decimal("2.50") + Decimal("1.25") + Decimal("10.00")
+    )
+    # Data Zone (EU or US): 10 % more; eu/ and us/ share one entry
+    for model in ("eu/gpt-4o-2024-08-06", "us/gpt-4o"):
+        assert book.price("azure", model, usage, AT).amount_nanos == nanos(
+            Decimal("2.75") + Decimal("1.375") + Decimal("11.00")
+        )
+    # the dearer first gpt-4o release is not caught by another entry's alias
+    assert book.price("azure", "gpt-4o-2024-05-13", usage, AT).amount_nanos == nanos(
+        Decimal("5.00") * 2 + Decimal("15.00")  # no cache price: cache reads at input
+    )
+    # a bare id still belongs to OpenAI; an owner-named deployment is unknown until mapped
+    assert book.provider_for("gpt-4o", AT) == "openai"
+    assert book.provider_for("gpt-4.1-nano", AT) is None  # only Azure's card has it
+    assert book.find("azure", "prod-gpt4o", AT) is None
+
+
+def test_bare_ids_false_keeps_a_card_from_claiming_bare_ids(tmp_path: Path) -> None:
+    write_card(tmp_path, "acme-1", "2026-01-01", "1.00")
+    host = CARD.format(version="host-1", date="2026-01-01", price="2.00", extra="")
+    host = host.replace("provider: acme", "provider: a-host").replace(
+        "effective_from:", "bare_ids: false\neffective_from:"
+    )
+    (tmp_path / "host-1.yaml").write_text(host)
+    book = RateCardBook.load([tmp_path])
+    assert book.provider_for("widget", AT) == "acme"  # though "a-host" sorts first
+    assert book.find("a-host", "widget", AT) is not None  # still priced when named
+    (tmp_path / "host-1.yaml").write_text(host.replace("bare_ids: false", "bare_ids: maybe"))
+    with pytest.raises(ConfigError, match="bare_ids"):
+        RateCardBook.load([tmp_path])

@@ -33,6 +33,10 @@ OPENAI_COMPATIBLE_BASES = {
     "google": "https://generativelanguage.googleapis.com/v1beta/openai",
     "ollama": "http://127.0.0.1:11434/v1",
 }
+# Providers whose API is not OpenAI's even at an `api_base` of their own: they always go
+# through the litellm SDK (Azure's deployment URLs and api-version, Bedrock's and Vertex's
+# signed requests).
+SDK_PROVIDERS = frozenset({"azure", "bedrock", "bedrock_converse", "vertex_ai", "sagemaker"})
 # Response headers a client must not receive from the provider verbatim.
 _DROP_HEADERS = frozenset(
     {
@@ -67,6 +71,7 @@ class Target:
     base_url: str | None = None
     api_key: str | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
+    extra: Mapping[str, Any] = field(default_factory=dict)  # litellm SDK keyword arguments
 
 
 @dataclass(slots=True)
@@ -131,6 +136,33 @@ def _upstreams(runtime: Any) -> Mapping[str, Any]:
     return upstreams or {}
 
 
+def priced_model(runtime: Any, provider: str, model: str) -> str:
+    """The model a call to ``model`` is priced, checked and recorded as: the model a named
+    deployment serves (``upstreams.<provider>.deployments``), else ``model`` itself."""
+    upstream = _upstreams(runtime).get(provider)
+    deployments = getattr(upstream, "deployments", None)
+    return deployments.get(model, model) if deployments else model
+
+
+def with_deployments(runtime: Any, principal: Any, allowed: list[str]) -> list[str]:
+    """``provider/model`` names a caller may use, where a provider with named deployments
+    lists those (``azure/prod-gpt4o``) in place of the card's models they serve."""
+    named = {
+        provider: upstream.deployments
+        for provider, upstream in _upstreams(runtime).items()
+        if getattr(upstream, "deployments", None)
+    }
+    if not named:
+        return allowed
+    tier = runtime.directory.tiers.get(principal.tier or "")
+    out = [name for name in allowed if name.partition("/")[0] not in named]
+    if tier is not None:
+        for provider, deployments in named.items():
+            allowed_here = (d for d, m in deployments.items() if tier.allowlist.allows(provider, m))
+            out.extend(f"{provider}/{name}" for name in allowed_here)
+    return sorted(out)
+
+
 def resolve_target(runtime: Any, provider: str, dialect: str) -> Target:
     """Pick the upstream for ``provider`` on a route of ``dialect`` (``openai``/``anthropic``)."""
     upstreams = _upstreams(runtime)
@@ -164,10 +196,12 @@ def resolve_target(runtime: Any, provider: str, dialect: str) -> Target:
             status=400,
         )
     base = api_base or OPENAI_COMPATIBLE_BASES.get(provider)
-    if base is not None:
+    if base is not None and provider not in SDK_PROVIDERS:
         return Target(provider, "openai", base.rstrip("/"), api_key, timeout)
     if litellm_available():
-        return Target(provider, "litellm", api_base, api_key, timeout)
+        resolve_extra = getattr(upstream, "resolved_extra", None)
+        extra = resolve_extra() if callable(resolve_extra) else {}
+        return Target(provider, "litellm", api_base, api_key, timeout, extra)
     raise UpstreamError(
         f"provider {provider!r} needs an OpenAI-compatible `api_base` or the litellm extra",
         code="upstream_not_configured",

@@ -43,6 +43,7 @@ async def call(target: Target, route: str, body: dict[str, Any], stream: bool) -
     import litellm
 
     kwargs = dict(body)
+    kwargs.update(target.extra)  # e.g. Azure's api_version; the config refuses the keys set below
     kwargs["model"] = f"{target.provider}/{body['model']}"
     if target.api_key:
         kwargs["api_key"] = target.api_key

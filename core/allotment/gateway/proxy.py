@@ -16,7 +16,7 @@ from starlette.responses import Response
 from allotment.errors import AllotmentError, Denied, InvalidRequest
 from allotment.gateway import litellm_route
 from allotment.gateway.errors import COST_HEADER, OVERHEAD_HEADER, REQUEST_ID_HEADER, error_response
-from allotment.gateway.forwarding import Reply, Target, UpstreamError, resolve_target
+from allotment.gateway.forwarding import Reply, Target, UpstreamError, priced_model, resolve_target
 from allotment.gateway.state import Call, GatewayState
 from allotment.gateway.streaming import AnthropicTracker, OpenAITracker, SettlingStream
 from allotment.gateway.usage import anthropic_usage, openai_usage
@@ -193,7 +193,8 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
         model_name = body.get("model")
         if not isinstance(model_name, str) or not model_name:
             raise InvalidRequest("`model` is required")
-        provider, model = runtime.resolve_model(model_name)
+        provider, deployment = runtime.resolve_model(model_name)
+        model = priced_model(runtime, provider, deployment)
         target = (
             Target(provider, "mock") if gateway.force_mock else resolve_target(runtime, provider, dialect)
         )

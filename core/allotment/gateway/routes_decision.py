@@ -14,6 +14,7 @@ from starlette.responses import Response
 from allotment.errors import AllotmentError, Denied, InvalidRequest
 from allotment.gateway.deps import GatewayDep, json_response
 from allotment.gateway.errors import REQUEST_ID_HEADER, error_response
+from allotment.gateway.forwarding import priced_model
 from allotment.gateway.proxy import credential_of, read_json
 from allotment.gateway.routes_admin import check_admin
 from allotment.ids import new_request_id
@@ -62,6 +63,7 @@ async def authorize(request: Request, gateway: GatewayDep) -> Response:
             model = model_name.removeprefix(f"{provider}/")
         else:
             provider, model = runtime.resolve_model(model_name)
+        model = priced_model(runtime, str(provider), model)
         tags = extract_tags(headers, body)
         labels = {
             **tags.labels,

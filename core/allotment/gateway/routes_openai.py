@@ -11,6 +11,7 @@ from allotment.errors import AllotmentError
 from allotment.gateway import proxy
 from allotment.gateway.deps import GatewayDep, json_response
 from allotment.gateway.errors import error_response
+from allotment.gateway.forwarding import with_deployments
 
 router = APIRouter(tags=["openai"])
 
@@ -39,7 +40,7 @@ async def models(request: Request, gateway: GatewayDep) -> Response:
     try:
         credential = proxy.credential_of(request)
         principal = runtime.authenticate(credential, {"adapter": "gateway", "route": "models"})
-        allowed: list[str] = runtime.allowed_models(principal)
+        allowed = with_deployments(runtime, principal, runtime.allowed_models(principal))
     except AllotmentError as exc:
         return error_response(exc, dialect=dialect)
     if anthropic:

@@ -234,7 +234,7 @@ class RateCardBook:
         for provider, resolutions in claims:
             for effective_from, resolution in resolutions:
                 if effective_from <= when:
-                    if not resolution.rates.is_pattern:
+                    if not resolution.rates.is_pattern and resolution.card.bare_ids:
                         return provider
                     break
         return None

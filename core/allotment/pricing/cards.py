@@ -26,7 +26,7 @@ PER_CALL_KINDS = ("tool_call", "search_call")
 GLOB_CHARS = frozenset("*?[")
 
 _PROVIDER_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_TOP_KEYS = frozenset({"provider", "version", "effective_from", "source", "models", "notes"})
+_TOP_KEYS = frozenset({"provider", "version", "effective_from", "source", "models", "notes", "bare_ids"})
 _REQUIRED_TOP = ("provider", "version", "effective_from", "models")
 _PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
 _MODEL_KEYS = frozenset(
@@ -102,6 +102,9 @@ class RateCard:
     path: str = "<memory>"
     version_line: int = 0
     notes: str | None = None
+    # whether a bare model id (``gpt-4o``, no ``provider/``) may resolve to this provider; a
+    # card for a host reselling another provider's models (Azure) says false
+    bare_ids: bool = True
 
     @property
     def where(self) -> str:
@@ -304,6 +307,7 @@ def parse_card(text: str, path: str = "<memory>") -> RateCard:
     effective_from = _instant(path, top["effective_from"][1])
     source = _text(path, top["source"][1], "source") if "source" in top else ""
     notes = _text(path, top["notes"][1], "notes") if "notes" in top else None
+    bare_ids = _bool(path, top["bare_ids"][1], "bare_ids") if "bare_ids" in top else True
 
     models_node = top["models"][1]
     models: dict[str, ModelRates] = {}
@@ -320,6 +324,7 @@ def parse_card(text: str, path: str = "<memory>") -> RateCard:
         path=path,
         version_line=version_node.start_mark.line + 1,
         notes=notes,
+        bare_ids=bare_ids,
     )
 
 

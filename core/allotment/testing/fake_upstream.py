@@ -93,6 +93,7 @@ class ReceivedRequest:
     json: Any
     at: float = field(default_factory=time.monotonic)
     cancelled: bool = False  # the client (the gateway) went away before the answer finished
+    query: dict[str, str] = field(default_factory=dict)  # e.g. Azure's api-version
 
 
 _OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
@@ -235,6 +236,9 @@ class FakeUpstream:
         app.router.add_post("/v1/completions", self._openai_completions)
         app.router.add_post("/v1/embeddings", self._openai_embeddings)
         app.router.add_post("/v1/messages", self._anthropic_messages)
+        # Azure OpenAI: a deployment's URL, ?api-version=..., the key in an `api-key` header
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._openai_chat)
+        app.router.add_post("/openai/deployments/{deployment}/embeddings", self._openai_embeddings)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
@@ -278,7 +282,9 @@ class FakeUpstream:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        record = ReceivedRequest(request.method, request.path, dict(request.headers), body)
+        record = ReceivedRequest(
+            request.method, request.path, dict(request.headers), body, query=dict(request.query)
+        )
         with self._lock:
             self.requests.append(record)
             self._counter += 1

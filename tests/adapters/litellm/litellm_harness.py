@@ -87,6 +87,31 @@ def proxy_config(
                 {"model": models[1], "api_base": upstream_base.removesuffix("/v1"), "api_key": "sk-fake"},
             )
         ),
+        # an owner-named Azure deployment, priced through LiteLLM's model_info.base_model
+        {
+            "model_name": "azure-gpt4o",
+            "litellm_params": {
+                "model": "azure/prod-gpt4o",
+                "api_base": upstream_base.removesuffix("/v1"),
+                "api_key": "sk-fake",
+                "api_version": "2024-10-21",
+            },
+            "model_info": {"base_model": "azure/gpt-4o"},
+        },
+        # a group over it and a Data Zone deployment named by a bare base_model
+        *(
+            {
+                "model_name": "azure-any",
+                "litellm_params": {
+                    "model": f"azure/{name}",
+                    "api_base": upstream_base.removesuffix("/v1"),
+                    "api_key": "sk-fake",
+                    "api_version": "2024-10-21",
+                },
+                "model_info": {"base_model": base},
+            }
+            for name, base in (("prod-gpt4o", "azure/gpt-4o"), ("eu-mini", "eu/gpt-4o-mini"))
+        ),
         {
             "model_name": "gpt-4o-mock",
             "litellm_params": {

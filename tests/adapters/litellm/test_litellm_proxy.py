@@ -237,3 +237,48 @@ def test_a_group_with_a_deployment_the_tier_does_not_allow_is_403(stack: Stack, 
     assert caught.value.status_code == 403
     assert "claude-sonnet-4" in str(caught.value.body)
     assert len(fake.requests) == before
+
+
+AZURE_MINI_EU_IN, AZURE_MINI_EU_OUT = 165, 660  # Azure Data Zone gpt-4o-mini: $0.165 / $0.66 per 1M
+
+
+def test_an_azure_deployment_is_priced_as_its_base_model(stack: Stack, fake: FakeUpstream) -> None:
+    """``azure/prod-gpt4o`` is named by its owner; ``model_info.base_model: azure/gpt-4o`` says
+    what it serves, and the call is checked, held and priced as Azure's gpt-4o."""
+    key, _ = stack.key()
+    fake.default = Script(usage=FakeUsage(input_tokens=100, output_tokens=20))
+    before = len(fake.requests)
+    raw = stack.raw_chat(key, model="azure-gpt4o", max_tokens=50)
+    assert raw.parse().choices[0].message.content
+    (request,) = fake.requests[before:]
+    assert request.path == "/openai/deployments/prod-gpt4o/chat/completions"
+    event = stack.wait_event(raw.headers["x-litellm-call-id"])
+    assert (event.provider, event.model) == ("azure", "gpt-4o")
+    assert event.card_version == "azure-2026-06-08"
+    assert event.cost_nanos == 100 * GPT4O_IN + 20 * GPT4O_OUT == 450_000
+
+
+def test_a_group_of_azure_deployments_is_charged_as_the_one_that_answered(
+    stack: Stack, fake: FakeUpstream
+) -> None:
+    """Group ``azure-any``: prod-gpt4o (base azure/gpt-4o) and eu-mini (base eu/gpt-4o-mini,
+    taken as Azure's Data Zone entry). Each call is priced as the deployment that served it."""
+    key, _ = stack.key()
+    fake.default = Script(usage=FakeUsage(input_tokens=100, output_tokens=20))
+    served: set[str] = set()
+    calls = 0
+    while len(served) < 2 or calls < 6:
+        assert calls < 60, f"the router sent every call to {served}"
+        before = len(fake.requests)
+        raw = stack.raw_chat(key, model="azure-any", max_tokens=50)
+        calls += 1
+        (request,) = fake.requests[before:]
+        event = stack.wait_event(raw.headers["x-litellm-call-id"])
+        if "/eu-mini/" in request.path:
+            assert (event.provider, event.model) == ("azure", "us/gpt-4o-mini")
+            assert event.cost_nanos == 100 * AZURE_MINI_EU_IN + 20 * AZURE_MINI_EU_OUT == 29_700
+        else:
+            assert request.path == "/openai/deployments/prod-gpt4o/chat/completions"
+            assert (event.provider, event.model) == ("azure", "gpt-4o")
+            assert event.cost_nanos == 450_000
+        served.add(request.path)
