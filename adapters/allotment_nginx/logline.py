@@ -41,6 +41,9 @@ class LogRecord(NamedTuple):
     reservation_id: str = ""
     deny_status: str = ""
     delivered_bytes: int | None = None  # a stream's answer bytes that reached nginx; None: not a stream
+    # the request body's bytes (request_body_bytes); on a line without them, the whole
+    # request's (request_length: request line and headers too); None: not logged
+    request_bytes: int | None = None
 
     @property
     def usage(self) -> Usage | None:
@@ -206,6 +209,8 @@ _NAMES = (
     "reservation_id",
     "deny_status",
     "delivered_bytes",
+    "request_body_bytes",
+    "request_length",
 )
 # The names as orjson's key cache spells them: a parsed line's keys are these very objects, so
 # each lookup matches by identity instead of comparing characters (half the cost of the fetch).
@@ -247,6 +252,8 @@ def parse_line(line: bytes | str) -> LogRecord:
         reservation_id,
         deny_status,
         delivered,
+        body_bytes,
+        request_length,
     ) = values
     if request_id.__class__ is not str or not request_id or len(request_id) > 200:
         raise MalformedLine("missing request_id")
@@ -277,6 +284,13 @@ def parse_line(line: bytes | str) -> LogRecord:
         delivered = count if count is not None else _count(delivered, "delivered_bytes")
     else:
         delivered = None
+    if body_bytes:  # the same rules; "" or absent (an older line): nginx's own request_length
+        count = _small(body_bytes) if body_bytes.__class__ is str else None
+        body_bytes = count if count is not None else _count(body_bytes, "request_body_bytes")
+    elif request_length.__class__ is int and 0 <= request_length <= MAX_TOKENS_PER_FIELD:
+        body_bytes = request_length
+    else:
+        body_bytes = None  # nginx always logs a number; anything else is not a size to trust
     # Built with tuple.__new__: the fields are in declaration order, every one given.
     return _new(
         LogRecord,
@@ -297,5 +311,6 @@ def parse_line(line: bytes | str) -> LogRecord:
             reservation_id or "",
             deny_status or "",
             delivered,
+            body_bytes,
         ),
     )
