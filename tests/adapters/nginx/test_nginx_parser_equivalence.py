@@ -90,8 +90,10 @@ def reference(line: bytes) -> LogRecord:
     raw_body = data.get("request_body_bytes")
     length = data.get("request_length")
     # the same rules; "" or absent: nginx's request_length when it is a plausible number, else None
-    if raw_body:
-        request_bytes: int | None = _count(raw_body, "request_body_bytes")
+    request_bytes: str | int | None
+    if raw_body:  # checked, but a str is kept as logged (read as an int when needed)
+        count = _count(raw_body, "request_body_bytes")
+        request_bytes = raw_body if isinstance(raw_body, str) else count
     elif type(length) is int and 0 <= length <= MAX_TOKENS_PER_FIELD:
         request_bytes = length
     else:
@@ -113,7 +115,7 @@ def reference(line: bytes) -> LogRecord:
         reservation_id=data.get("reservation_id") or "",
         deny_status=data.get("deny_status") or "",
         delivered_bytes=delivered,
-        request_bytes=request_bytes,
+        request_size=request_bytes,
     )
 
 
