@@ -480,6 +480,15 @@ class Runtime:
                 self._admissions[reservation.request_id] = admitted
             raise
 
+    def let_through(self, request_id: str) -> tuple[CallIntent, Principal] | None:
+        """The intent and principal of a call this process let through while the ledger was
+        down (``fail_open``) and has not recorded yet; None for any other call."""
+        with self._admissions_lock:
+            cached = self._admissions.get(request_id)
+        if cached is None or cached[0].state != UNRECORDED:
+            return None
+        return cached[1], cached[2]
+
     def quote(self, request_id: str, usage: Usage) -> Price | None:
         """What ``settle`` will charge for ``usage``, without touching the ledger.
 
