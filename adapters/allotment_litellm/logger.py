@@ -6,10 +6,13 @@ Every hook is declared on this class itself: LiteLLM skips hooks a subclass mere
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
+import sys
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
@@ -20,6 +23,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from allotment.errors import AllotmentError, Denied, LedgerUnavailable, NotFound
 from allotment.runtime import SETTLE_RETRY_DELAYS, Runtime
+from allotment.settle_spool import PendingSettle, retry_settle, settle_or_spool, spool
 from allotment.types import CallIntent, Principal
 from allotment_litellm import reconcile
 from allotment_litellm.errors import refusal
@@ -114,6 +118,12 @@ class AllotmentLogger(CustomLogger):
         # a log callback waits this long for its first settle attempt; the attempt and its
         # retries run in a task of their own, which LiteLLM's time limit cannot cancel
         self.settle_wait_seconds = _callback_time_limit() / 2
+        # settles waiting for a retry, by call id: flushed (one last attempt, else the spool)
+        # when the proxy's event loop is torn down, so a shutdown loses none of them
+        self._pending: dict[str, PendingSettle] = {}
+        self._serving_loop: asyncio.AbstractEventLoop | None = None
+        _LOGGERS.add(self)
+        _hook_proxy_shutdown()
 
     # -- admission ---------------------------------------------------------------------
     async def async_pre_call_hook(
@@ -121,6 +131,8 @@ class AllotmentLogger(CustomLogger):
     ) -> dict[str, Any] | None:
         kind = str(getattr(call_type, "value", call_type) or "")
         call_id = data.get("litellm_call_id")
+        if self._serving_loop is None:
+            self._serving_loop = asyncio.get_running_loop()  # the proxy's; settles happen on it
         if kind.startswith(PASSED_CALL_TYPE_PREFIXES):
             return None
         if kind not in ADMITTED_CALL_TYPES:
@@ -240,73 +252,84 @@ class AllotmentLogger(CustomLogger):
             if served_by is not None:
                 call = replace(call, provider=served_by[0], model=served_by[1])
             flags.extend(self._cost_flags(rt, call, settlement))
+        pending = PendingSettle(
+            settlement.call_id,
+            settlement.usage,
+            settlement.outcome,
+            tuple(flags),
+            settlement.external_cost_nanos,
+            served_by,
+        )
+        loop = asyncio.get_running_loop()
+        if self._serving_loop is None:
+            self._serving_loop = loop
+        elif loop is not self._serving_loop:
+            # LiteLLM's exit flush runs queued log events in a loop it closes right after: no
+            # task of ours would survive there, so one attempt now, else the spool
+            await asyncio.to_thread(settle_or_spool, rt, [pending], "LiteLLM proxy exiting")
+            return
         attempted = asyncio.Event()
-        self._spawn(self._settle_until_done(rt, settlement, tuple(flags), attempted, served_by))
+        self._spawn(self._settle_until_done(rt, pending, attempted))
         # LiteLLM awaits its callbacks (also when it flushes them at exit): wait for the first
         # attempt, usually a millisecond, but leave a locked ledger's retries to the task
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(attempted.wait(), self.settle_wait_seconds)
 
-    async def _settle_until_done(
-        self,
-        rt: Runtime,
-        settlement: reconcile.Settlement,
-        flags: tuple[str, ...],
-        attempted: asyncio.Event,
-        served_by: tuple[str, str] | None = None,
-    ) -> None:
+    async def _settle_until_done(self, rt: Runtime, pending: PendingSettle, attempted: asyncio.Event) -> None:
         """Settle now; if the ledger refused (locked, unreachable), retry after each delay.
 
         Settle is idempotent, so a retry never charges twice. An enforced call's hold keeps
         its worst case meanwhile; a call let through unenforced (``fail_open``) is recorded
-        from the admission this process kept. Only when every attempt failed is it lost.
+        from the admission this process kept. When every attempt failed, or the proxy stops
+        first, the settle goes to the spool for ``allotment settles replay``: never dropped.
         """
         try:
-            done = await self._settle_once(rt, settlement, flags, served_by)
+            done = await self._settle_once(rt, pending)
         finally:
             attempted.set()
         if done:
             return
-        log.warning("allotment: the ledger refused the settlement of %s; retrying it", settlement.call_id)
-        for delay in self.settle_retry_delays:
-            await asyncio.sleep(delay)
-            if await self._settle_once(rt, settlement, flags, served_by):
-                log.warning("allotment: settled %s after a retry", settlement.call_id)
-                return
-        log.error(
-            "allotment: gave up settling %s; its usage is not in the ledger "
-            "(an enforced call's hold expires without a charge)",
-            settlement.call_id,
-        )
+        log.warning("allotment: the ledger refused the settlement of %s; retrying it", pending.request_id)
+        self._pending[pending.request_id] = pending
+        try:
+            done = await retry_settle(lambda: self._settle_once(rt, pending), self.settle_retry_delays)
+        except asyncio.CancelledError:
+            # the proxy has shut down and its event loop is cancelling what is left: flush
+            # every pending settle now (blocking is fine: nothing is served any more)
+            self.flush_pending("LiteLLM proxy shut down")
+            raise
+        if self._pending.pop(pending.request_id, None) is None:
+            return  # flushed meanwhile
+        if done:
+            log.warning("allotment: settled %s after a retry", pending.request_id)
+            return
+        await asyncio.to_thread(spool, rt, [pending], "allotment: settle retries exhausted")
 
-    async def _settle_once(
-        self,
-        rt: Runtime,
-        settlement: reconcile.Settlement,
-        flags: tuple[str, ...],
-        served_by: tuple[str, str] | None = None,
-    ) -> bool:
+    async def _settle_once(self, rt: Runtime, pending: PendingSettle) -> bool:
         """One attempt: True once there is nothing left to do, False if a retry may succeed."""
         try:
-            await rt.settle_async(
-                settlement.call_id,
-                settlement.usage,
-                settlement.outcome,
-                external_cost_nanos=settlement.external_cost_nanos,
-                flags=flags,
-                served_by=served_by,
-            )
+            await pending.settle_async(rt)
         except NotFound:
-            log.debug("allotment: LiteLLM call %s was not admitted here", settlement.call_id)
+            log.debug("allotment: LiteLLM call %s was not admitted here", pending.request_id)
         except LedgerUnavailable as exc:
-            log.warning("allotment: settling %s: %s", settlement.call_id, exc)
+            log.warning("allotment: settling %s: %s", pending.request_id, exc)
             return False
         except AllotmentError:
-            log.exception("allotment: settling %s refused", settlement.call_id)
+            log.exception("allotment: settling %s refused", pending.request_id)
         except Exception:
-            log.exception("allotment: settling %s failed", settlement.call_id)
+            log.exception("allotment: settling %s failed", pending.request_id)
             return False
         return True
+
+    def flush_pending(self, reason: str) -> list[str]:
+        """Every settle waiting for a retry: one last attempt each, the spool for those the
+        ledger still refuses (their request ids are returned). For shutdown; blocks."""
+        rt = self.holder.opened
+        pending, self._pending = list(self._pending.values()), {}
+        if rt is None or not pending:
+            return []
+        log.warning("allotment: %s with %d settle(s) pending; a last attempt each", reason, len(pending))
+        return settle_or_spool(rt, pending, reason)
 
     def _served_by(self, call: _Call, settlement: reconcile.Settlement) -> tuple[str, str] | None:
         """Which deployment of a load-balanced group answered, if it is one the group admitted."""
@@ -352,6 +375,50 @@ class AllotmentLogger(CustomLogger):
         store[key] = value
         while len(store) > _MEMORY:
             store.popitem(last=False)
+
+
+_LOGGERS: weakref.WeakSet[AllotmentLogger] = weakref.WeakSet()
+
+
+async def _flush_loggers(reason: str) -> None:
+    for logger in list(_LOGGERS):
+        if logger._pending:
+            await asyncio.to_thread(logger.flush_pending, reason)
+
+
+def _hook_proxy_shutdown() -> None:
+    """Flush pending settles in the LiteLLM proxy's own shutdown (its FastAPI lifespan awaits
+    ``proxy_shutdown_event`` once the in-flight requests have drained).
+
+    There is no later point: uvicorn re-raises the SIGTERM it caught as soon as the lifespan
+    is done, which ends the process without cancelling tasks or running ``atexit``. Outside the
+    proxy (the SDK alone) the server module is not loaded and nothing is hooked.
+    """
+    server = sys.modules.get("litellm.proxy.proxy_server")
+    original = getattr(server, "proxy_shutdown_event", None)
+    if original is None or getattr(original, "allotment_flushes", False):
+        return
+
+    async def proxy_shutdown_event(*args: Any, **kwargs: Any) -> Any:
+        try:
+            await _flush_loggers("LiteLLM proxy shutting down")
+        except Exception:  # the proxy's own shutdown must go on; what failed was logged
+            log.exception("allotment: flushing pending settles at shutdown failed")
+        return await original(*args, **kwargs)
+
+    proxy_shutdown_event.allotment_flushes = True  # type: ignore[attr-defined]
+    server.proxy_shutdown_event = proxy_shutdown_event  # type: ignore[union-attr]
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """The last resort: settles still pending when the interpreter exits without its event
+    loop having cancelled their retries (a loop closed, not shut down)."""
+    for logger in list(_LOGGERS):
+        try:
+            logger.flush_pending("process exiting")
+        except Exception:  # noqa: BLE001 - exit must go on; what failed was logged
+            log.exception("allotment: flushing pending settles at exit failed")
 
 
 def check_hooks_declared(cls: type) -> None:

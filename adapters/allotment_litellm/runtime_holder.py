@@ -1,6 +1,7 @@
 """One allotment ``Runtime`` per proxy process, opened on first use from ``ALLOTMENT_*`` env.
 
-It also runs the expiry sweep, so holds whose log event never came go back to the wallets.
+It also runs the expiry sweep, so holds whose log event never came go back to the wallets, and
+replays the settle spool (settles the ledger refused until a previous run stopped).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 
 from allotment.runtime import Runtime
 from allotment.settings import Settings
+from allotment.settle_spool import has_pending, replay
 
 log = logging.getLogger("allotment.litellm")
 
@@ -67,6 +69,13 @@ class RuntimeHolder:
             runtime = self._runtime
             if runtime is None:
                 continue
+            if has_pending(runtime.settings):
+                # what a previous run (or this one's exhausted retries) spooled: settled before
+                # the expiry below could return their holds; idempotent
+                try:
+                    await asyncio.to_thread(replay, runtime)
+                except Exception:
+                    log.exception("allotment: replaying the settle spool failed; it is kept")
             try:
                 expired = await asyncio.to_thread(runtime.expire_reservations)
             except Exception:  # the ledger is briefly unreachable: the next sweep catches up

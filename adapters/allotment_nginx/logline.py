@@ -41,6 +41,15 @@ class LogRecord(NamedTuple):
     reservation_id: str = ""
     deny_status: str = ""
     delivered_bytes: int | None = None  # a stream's answer bytes that reached nginx; None: not a stream
+    # the request body's bytes (request_body_bytes), checked but kept as logged (a str of
+    # digits, or an int) until ``request_bytes`` reads it; on a line without it, the whole
+    # request's (request_length: request line and headers too); None: not logged
+    request_size: str | int | None = None
+
+    @property
+    def request_bytes(self) -> int | None:
+        """The request body's size in bytes (see ``request_size``), or None: not logged."""
+        return None if self.request_size is None else int(self.request_size)
 
     @property
     def usage(self) -> Usage | None:
@@ -180,6 +189,13 @@ def _ts(text: Any) -> datetime | None:
     return value
 
 
+def _request_length(value: Any) -> int | None:
+    # nginx always logs a number here; anything else is not a size to trust (and not our field)
+    if value.__class__ is int and 0 <= value <= MAX_TOKENS_PER_FIELD:
+        return int(value)
+    return None
+
+
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _new = tuple.__new__
@@ -212,6 +228,8 @@ _NAMES = (
 # Should orjson ever return other objects, lookups still match, only by comparison.
 _KEYS = tuple(_loads(orjson.dumps(dict.fromkeys(_NAMES))))
 _fields = operator.itemgetter(*_KEYS)
+# fetched apart from the rest, so a line logged before the field existed keeps the fast path
+_BODY_BYTES = next(iter(_loads(b'{"request_body_bytes":0}')))
 
 
 def parse_line(line: bytes | str) -> LogRecord:
@@ -277,6 +295,12 @@ def parse_line(line: bytes | str) -> LogRecord:
         delivered = count if count is not None else _count(delivered, "delivered_bytes")
     else:
         delivered = None
+    body_bytes = data.get(_BODY_BYTES)
+    if body_bytes:  # the same rules, checked here and read as an int only when needed
+        if body_bytes.__class__ is not str or len(body_bytes) >= 10 or not body_bytes.isdecimal():
+            body_bytes = _count(body_bytes, "request_body_bytes")
+    else:  # "" or absent (an older line): nginx's own request_length
+        body_bytes = _request_length(data.get("request_length"))
     # Built with tuple.__new__: the fields are in declaration order, every one given.
     return _new(
         LogRecord,
@@ -297,5 +321,6 @@ def parse_line(line: bytes | str) -> LogRecord:
             reservation_id or "",
             deny_status or "",
             delivered,
+            body_bytes,
         ),
     )

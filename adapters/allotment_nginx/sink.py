@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from allotment.bulk import BulkItem, RecordItem, SettleItem, apply_many
@@ -30,6 +29,8 @@ log = logging.getLogger("allotment.nginx")
 #   estimate: charge what a stream delivered (its answer bytes / 4) and the input bound / 4,
 #             flagged estimated, as the gateway does; a line without delivered_bytes: reserve
 #   release: charge nothing, flagged usage_missing (trust that nothing was generated)
+# Passive lines hold no reservation: under estimate a stream is charged its delivered bytes / 4
+# and its request body's bytes / 4 (flagged estimated); otherwise it is recorded at $0, flagged.
 ABORTED_POLICIES = ("reserve", "estimate", "release")
 USAGE_MISSING = "usage_missing"
 PARTIAL = "sse:partial"  # usage_src of a stream whose final usage never came (Anthropic)
@@ -159,17 +160,7 @@ class LedgerSink:
         if state is None:
             return Usage(estimated=True)
         intent = intent_from_dict(state.context["intent"])
-        max_out = intent.max_output_tokens
-        if not max_out:
-            at = intent.at or datetime.now(UTC)
-            try:
-                max_out = self.rt.rate_book.max_output_tokens(intent.provider, intent.model, at)
-            except AllotmentError:
-                max_out = None
-            if not max_out:
-                config = self.rt.config
-                max_out = config.policy.default_max_output_tokens if config else 4096
-        return Usage(input_tokens=intent.input_tokens, output_tokens=int(max_out), estimated=True)
+        return replace(self.rt.worst_case_usage(intent), estimated=True)
 
     # -- passive -----------------------------------------------------------------------
     def _record(self, rec: LogRecord) -> RecordItem | str:
@@ -179,7 +170,16 @@ class LedgerSink:
         if usage is None:
             if not reached_generation(rec) or rec.status >= 400 and rec.status != 499:
                 return "skipped"  # failed before any token: nothing was spent
-            usage, flags = Usage(), (USAGE_MISSING,)
+            if self.aborted == "estimate" and rec.delivered_bytes is not None:
+                # no reservation to bound the prompt: the request body stands in for it
+                usage = Usage(
+                    input_tokens=estimate_tokens(rec.request_bytes or 0),
+                    output_tokens=estimate_tokens(rec.delivered_bytes),
+                    estimated=True,
+                )
+            else:
+                usage = Usage()
+            flags = (USAGE_MISSING,)
         provider, model = self._resolve(rec.model)
         intent = CallIntent(
             request_id=rec.request_id,

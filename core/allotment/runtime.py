@@ -307,10 +307,16 @@ class Runtime:
         """
         return self._worst_case(intent, intent.at or _now())[1]
 
-    def _worst_case(self, intent: CallIntent, at: datetime) -> tuple[int, Price]:
+    def worst_case_usage(self, intent: CallIntent, at: datetime | None = None) -> Usage:
+        """The usage admitting ``intent`` reserves for: its input bound and its max output tokens
+        (the model's own maximum at ``at``, or the policy's default, when it sets none)."""
+        at = at or intent.at or _now()
         max_out = intent.max_output_tokens or self._default_max_output(intent, at)
-        usage = Usage(input_tokens=intent.input_tokens, output_tokens=max_out)
-        return max_out, self._price_or_deny(intent, usage, at)
+        return Usage(input_tokens=intent.input_tokens, output_tokens=max_out)
+
+    def _worst_case(self, intent: CallIntent, at: datetime) -> tuple[int, Price]:
+        usage = self.worst_case_usage(intent, at)
+        return usage.output_tokens, self._price_or_deny(intent, usage, at)
 
     def fails_open(self) -> bool:
         """Whether calls go through unenforced while the ledger is unreachable (the policy)."""
@@ -473,6 +479,15 @@ class Runtime:
             with self._admissions_lock:
                 self._admissions[reservation.request_id] = admitted
             raise
+
+    def let_through(self, request_id: str) -> tuple[CallIntent, Principal] | None:
+        """The intent and principal of a call this process let through while the ledger was
+        down (``fail_open``) and has not recorded yet; None for any other call."""
+        with self._admissions_lock:
+            cached = self._admissions.get(request_id)
+        if cached is None or cached[0].state != UNRECORDED:
+            return None
+        return cached[1], cached[2]
 
     def quote(self, request_id: str, usage: Usage) -> Price | None:
         """What ``settle`` will charge for ``usage``, without touching the ledger.

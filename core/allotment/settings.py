@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         description="how long a ledger operation waits for a locked or unreachable database "
         "before it fails with ledger_unavailable (or fails open, if the policy says so)",
     )
+    settle_spool: Path | None = Field(
+        default=None,
+        description="where settles the ledger refused until shutdown wait for `allotment settles "
+        "replay` (default: beside a SQLite ledger, else allotment.pending-settles.jsonl)",
+    )
 
     @field_validator("sqlite_synchronous")
     @classmethod

@@ -77,6 +77,16 @@ function trace_id(r) {
     return '';
 }
 
+// The request body's size in bytes: what passive mode estimates an aborted stream's input
+// from. The body in memory, else its Content-Length; '' when neither is known.
+function request_body_bytes(r) {
+    var body;
+    try { body = r.requestBuffer; } catch (e) { body = undefined; }
+    if (body) { return String(body.length); }
+    var declared = String(r.headersIn['Content-Length'] || '').trim();
+    return /^[0-9]{1,9}$/.test(declared) ? declared : '';
+}
+
 function deny(r, status, body, reason) {
     r.variables.authz_deny_status = String(status);
     r.variables.authz_reason = reason;
@@ -271,6 +281,8 @@ function classify(r, state) {
     } else if (type.indexOf('text/event-stream') >= 0) {
         state.mode = 'sse';
         r.variables.llm_delivered_bytes = '0';
+        // passive mode never read the request: an event stream is how it knows a stream
+        if (!r.variables.llm_stream) { r.variables.llm_stream = 'true'; }
     } else if (type.indexOf('json') >= 0) {
         state.mode = 'json';
     } else {
@@ -322,4 +334,4 @@ function filter(r, data, flags) {
     }
 }
 
-export default {preauth, filter, key_hash, labels, trace_id};
+export default {preauth, filter, key_hash, labels, trace_id, request_body_bytes};

@@ -1,4 +1,4 @@
-"""Core commands: init, apply, keys, budgets, audit, db, plugins, jobs.
+"""Core commands: init, apply, keys, budgets, audit, db, plugins, jobs, settles.
 
 Each listing prints a table, or JSON with ``--json``.
 """
@@ -17,6 +17,7 @@ keys_app = typer.Typer(help="Issue, revoke and list API keys.", no_args_is_help=
 audit_app = typer.Typer(help="Prove the ledger was not altered.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Scheduled jobs.", no_args_is_help=True)
+settles_app = typer.Typer(help="Settles a process could not write before it stopped.", no_args_is_help=True)
 
 
 @handle_errors
@@ -269,6 +270,28 @@ def jobs_run(
         typer.echo(f"{name}: {result}")
 
 
+@settles_app.command("replay")
+@handle_errors
+def settles_replay(
+    spool: Path | None = typer.Option(
+        None, "--spool", help="the spool file (default: ALLOTMENT_SETTLE_SPOOL, else beside a SQLite ledger)"
+    ),
+    database_url: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Settle the calls a gateway or LiteLLM proxy spooled when the ledger refused them; idempotent."""
+    from allotment.settle_spool import replay
+
+    with open_runtime(database_url) as rt:
+        report = replay(rt, spool)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        typer.echo("  ".join(f"{k} {v}" for k, v in report.to_dict().items()))
+    if report.kept:
+        raise typer.Exit(1)  # something is still waiting: the ledger is down, or the wrong one
+
+
 def register(cli: typer.Typer) -> None:
     cli.command("init")(init)
     cli.command("apply")(apply)
@@ -278,3 +301,4 @@ def register(cli: typer.Typer) -> None:
     cli.add_typer(audit_app, name="audit")
     cli.add_typer(db_app, name="db")
     cli.add_typer(jobs_app, name="jobs")
+    cli.add_typer(settles_app, name="settles")

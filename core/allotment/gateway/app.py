@@ -5,6 +5,8 @@ Core routes are added here; plugins add theirs through the ``register_routes`` h
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +25,20 @@ from allotment.gateway.fastpath import ProxyRoutes
 from allotment.gateway.mock_upstream import MockUpstream
 from allotment.gateway.state import DEFAULT_MAX_BODY_BYTES, GatewayState
 from allotment.plugins import describe_plugins
+from allotment.settle_spool import has_pending, replay
+
+log = logging.getLogger("allotment.gateway")
+
+
+async def _replay_spool(runtime: Any) -> None:
+    """Settles this host's last run spooled (the ledger refused them until it stopped)."""
+    settings = getattr(runtime, "settings", None)
+    if settings is None or not has_pending(settings):
+        return
+    try:
+        await asyncio.to_thread(replay, runtime)
+    except Exception:  # the ledger is down at start: `allotment settles replay` later
+        log.exception("replaying the settle spool at start failed; it is kept")
 
 
 def create_app(
@@ -62,6 +78,7 @@ def create_app(
 
             leader = JobLeader(runtime)
             scheduler = start_scheduler(runtime, leader=leader)
+        await _replay_spool(runtime)
         yield
         await gateway.shutdown()  # settle in-flight streams before the process exits
         if scheduler is not None and leader is not None:

@@ -114,7 +114,8 @@ class GatewayMetrics:
         )
         self.settles_abandoned = Counter(
             "allotment_gateway_settles_abandoned",
-            "Calls whose settlement still failed after every retry (their usage is not charged)",
+            "Calls whose settlement still failed after every retry (or at shutdown): written to the "
+            "settle spool, charged by `allotment settles replay`",
             registry=r,
         )
         self.fail_open = Counter(

@@ -6,7 +6,6 @@ Routes reach it through ``request.app.state.gateway``; nothing here is a module 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -19,6 +18,7 @@ from allotment.gateway.metrics import GatewayMetrics
 from allotment.gateway.mock_upstream import MockUpstream
 from allotment.money import usd_string
 from allotment.runtime import SETTLE_RETRY_DELAYS
+from allotment.settle_spool import PendingSettle, retry_settle, spool
 from allotment.types import Admission, CallIntent, Outcome, Usage, UsageEvent
 
 if TYPE_CHECKING:
@@ -158,26 +158,26 @@ class GatewayState:
             _resolve(future, result)
 
     async def _settle_later(self, call: Call, usage: Usage, outcome: Outcome, status: int) -> None:
-        for delay in self.settle_retry_delays:
-            with contextlib.suppress(TimeoutError):  # a shutdown cuts the wait short
-                await asyncio.wait_for(self._stopping.wait(), delay)
+        settled: list[UsageEvent] = []
+
+        async def attempt() -> bool:
             try:
-                event = await self._settle_once(call, usage, outcome)
+                settled.append(await self._settle_once(call, usage, outcome))
             except NotFound:
-                break  # the ledger has no such reservation: nothing to charge it to
+                return True  # the ledger has no such reservation: nothing to charge it to
             except Exception:
                 self.metrics.settle_failures.inc()
-                if self._stopping.is_set():
-                    break
-                continue
-            log.info("settled %s after a retry", call.request_id)
-            self.log_call(call, status, outcome, usage, event)
+                return False
+            return True
+
+        if await retry_settle(attempt, self.settle_retry_delays, stopping=self._stopping):
+            if settled:
+                log.info("settled %s after a retry", call.request_id)
+                self.log_call(call, status, outcome, usage, settled[0])
             return
         self.metrics.settles_abandoned.inc()
-        log.error(
-            "gave up settling %s; its reservation will expire and this usage is not charged",
-            call.request_id,
-        )
+        reason = "gateway shutting down" if self._stopping.is_set() else "settle retries exhausted"
+        await asyncio.to_thread(spool, self.runtime, [PendingSettle(call.request_id, usage, outcome)], reason)
 
     def log_call(
         self,

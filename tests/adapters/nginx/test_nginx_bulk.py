@@ -249,6 +249,94 @@ def test_the_estimate_policy_charges_what_an_aborted_stream_delivered(
     assert verify(runtime).ok
 
 
+def passive_lines(key: str) -> tuple[bytes, dict[str, str]]:
+    """Passive calls that ended without usage: a stream that logged its request body's size, one
+    logged before that field existed (only nginx's request_length), and a JSON reply."""
+    ids = {kind: uuid.uuid4().hex for kind in ("stream", "older", "json")}
+    common = {"key_hash": hash_key(key), "usage_src": ""}
+    log = (
+        line(request_id=ids["stream"], stream="true", delivered_bytes="42", request_body_bytes="1001",
+             request_length=1290, **common)
+        + line(request_id=ids["older"], stream="true", delivered_bytes="8", request_length=385, **common)
+        + line(request_id=ids["json"], stream="false", delivered_bytes="", request_body_bytes="700",
+               request_length=990, **common)
+    )  # fmt: skip
+    return log, ids
+
+
+def test_the_estimate_policy_charges_a_passive_stream_its_body_and_delivered_bytes(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Passive lines hold no reservation: ``--aborted estimate`` charges a stream without usage
+    its request body's bytes / 4 as input and its delivered answer bytes / 4 as output; a line
+    from before ``request_body_bytes`` existed uses nginx's ``request_length`` instead."""
+    key, _ = runtime.admin.issue_key("ada@acme.example")
+    runtime.refresh_directory()
+    text, ids = passive_lines(key)
+    log = tmp_path / "access.jsonl"
+    log.write_bytes(text)
+    ingester = LogIngester(
+        runtime, str(log), store=FileCheckpointStore(tmp_path / "s.json"), aborted="estimate"
+    )
+    try:
+        stats = ingester.run()
+    finally:
+        ingester.close()
+    assert stats.outcomes["recorded"] == 3 and stats.malformed == 0
+    stream, older, json_reply = (runtime.event(ids[k]) for k in ("stream", "older", "json"))
+    assert stream is not None and older is not None and json_reply is not None
+    # gpt-5.4-mini, 750 nanos an input token and 4,500 an output token:
+    # ceil(1001 / 4) = 251 in, ceil(42 / 4) = 11 out
+    assert (stream.usage.input_tokens, stream.usage.output_tokens) == (251, 11)
+    assert stream.cost_nanos == 251 * 750 + 11 * 4_500 == 237_750
+    # ceil(385 / 4) = 97 in (request line and headers included), ceil(8 / 4) = 2 out
+    assert (older.usage.input_tokens, older.usage.output_tokens) == (97, 2)
+    assert older.cost_nanos == 97 * 750 + 2 * 4_500 == 81_750
+    for event in (stream, older):
+        assert set(event.flags) == {"usage_missing", "estimated_usage"} and not event.enforced
+    # not a stream: nothing tells what was delivered, so nothing is estimated
+    assert json_reply.cost_nanos == 0 and set(json_reply.flags) == {"usage_missing"}
+    person = next(w for w in runtime.admin.budgets() if w["scope"] == "person")
+    assert person["spent_nanos"] == 237_750 + 81_750
+    assert verify(runtime).ok
+
+
+def test_the_default_policy_records_a_passive_stream_without_usage_at_zero_flagged(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """``reserve`` (the default) and ``release`` have no hold to charge in passive mode: the call
+    is recorded at $0, flagged ``usage_missing``, so it can be found and corrected later."""
+    key, _ = runtime.admin.issue_key("ada@acme.example")
+    runtime.refresh_directory()
+    for policy in ("reserve", "release"):
+        text, ids = passive_lines(key)
+        log = tmp_path / f"{policy}.jsonl"
+        log.write_bytes(text)
+        store = FileCheckpointStore(tmp_path / f"{policy}.json")
+        ingester = LogIngester(runtime, str(log), store=store, aborted=policy)
+        try:
+            ingester.run()
+        finally:
+            ingester.close()
+        for request_id in ids.values():
+            event = runtime.event(request_id)
+            assert event is not None and event.cost_nanos == 0
+            assert set(event.flags) == {"usage_missing"} and not event.usage.estimated
+    assert verify(runtime).ok
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1.5", "99999999999"])
+def test_a_bad_request_body_bytes_value_makes_the_line_malformed(value: str) -> None:
+    from allotment_nginx.logline import MalformedLine
+
+    assert parse_line(line(request_body_bytes="17", request_length=300).rstrip()).request_bytes == 17
+    assert parse_line(line(request_body_bytes="", request_length=300).rstrip()).request_bytes == 300
+    assert parse_line(line(request_length=300).rstrip()).request_bytes == 300
+    assert parse_line(line().rstrip()).request_bytes is None
+    with pytest.raises(MalformedLine, match="request_body_bytes"):
+        parse_line(line(request_body_bytes=value).rstrip())
+
+
 @pytest.mark.parametrize("value", ["-1", "abc", "1.5", "99999999999"])
 def test_a_bad_delivered_bytes_value_makes_the_line_malformed(value: str) -> None:
     from allotment_nginx.logline import MalformedLine

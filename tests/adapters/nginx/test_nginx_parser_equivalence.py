@@ -87,6 +87,17 @@ def reference(line: bytes) -> LogRecord:
     raw_delivered = data.get("delivered_bytes")
     # "" or absent: not a stream; otherwise a count with the token fields' rules
     delivered = _count(raw_delivered, "delivered_bytes") if raw_delivered else None
+    raw_body = data.get("request_body_bytes")
+    length = data.get("request_length")
+    # the same rules; "" or absent: nginx's request_length when it is a plausible number, else None
+    request_bytes: str | int | None
+    if raw_body:  # checked, but a str is kept as logged (read as an int when needed)
+        count = _count(raw_body, "request_body_bytes")
+        request_bytes = raw_body if isinstance(raw_body, str) else count
+    elif type(length) is int and 0 <= length <= MAX_TOKENS_PER_FIELD:
+        request_bytes = length
+    else:
+        request_bytes = None
     return LogRecord(
         request_id=request_id,
         at=at,
@@ -104,6 +115,7 @@ def reference(line: bytes) -> LogRecord:
         reservation_id=data.get("reservation_id") or "",
         deny_status=data.get("deny_status") or "",
         delivered_bytes=delivered,
+        request_size=request_bytes,
     )
 
 
@@ -123,6 +135,8 @@ FULL = {
     "status": 200,
     "upstream_status": "200",
     "request_time": 0.412,
+    "request_length": 1290,
+    "request_body_bytes": "1001",
     "key_hash": "ab" * 32,
     "person": "",
     "key_id": "",
@@ -174,6 +188,23 @@ ODD = {
         [1],
         True,
     ],
+    "request_body_bytes": [
+        "",
+        "0",
+        "42",
+        "9999",
+        "10000",
+        "123456789",
+        "1234567890",
+        "-1",
+        "1.5",
+        None,
+        0,
+        7,
+        [1],
+        True,
+    ],
+    "request_length": [0, 385, MAX_TOKENS_PER_FIELD + 1, -1, "385", 1.5, None, True],
 }
 
 

@@ -90,3 +90,67 @@ def test_passive_mode_reads_labels_and_trace_from_the_body_metadata(stack, tmp_p
     assert event.trace_id == "tr-passive-42"
     # gpt-4o: 300 in x $2.50/M + 30 out x $10.00/M
     assert event.cost_nanos == 750_000 + 300_000
+
+
+def passive_stream(stack, key: str, body: bytes, enough) -> str:
+    """Stream ``body`` (sent byte for byte) through the passive nginx, walk away once
+    ``enough(received bytes)``; the call's request id, as the provider saw it."""
+    received = b""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    url = stack.passive.url + "/v1/chat/completions"
+    with httpx.stream("POST", url, timeout=30, headers=headers, content=body) as reply:
+        assert reply.status_code == 200
+        for chunk in reply.iter_bytes():
+            received += chunk
+            if enough(received):
+                break
+    return {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+
+
+def test_passive_streams_without_usage_are_charged_an_estimate_not_zero(stack, tmp_path):
+    """No reservation bounds a passive call's prompt: under ``--aborted estimate`` a stream that
+    ended without usage is charged its request body's bytes / 4 as input and the answer bytes it
+    delivered / 4 as output (rounded up), flagged, whether the client left mid-stream or never
+    asked for usage (passive nginx forwards the body unchanged)."""
+    key, _ = stack.key("grace@acme.example")
+    # the role chunk and three words ("tok", " tok", " tok": 11 bytes); then the provider
+    # stalls and the client walks away before the usage it asked for arrives
+    stack.fake.default = Script(
+        usage=FakeUsage(input_tokens=50, output_tokens=60), stall_after_chunks=3, stall_seconds=30
+    )
+    aborted_body = (
+        b'{"model":"gpt-5.4-mini","stream":true,"stream_options":{"include_usage":true},'
+        b'"messages":[{"role":"user","content":"hello there"}]}'
+    )
+    assert len(aborted_body) == 131
+    aborted = passive_stream(stack, key, aborted_body, lambda got: got.count(b'"content":"') >= 4)
+    # a whole stream of five words (19 bytes) whose client never asked for usage
+    stack.fake.default = Script(usage=FakeUsage(input_tokens=50, output_tokens=5))
+    unasked_body = (
+        b'{"model":"gpt-5.4-mini","stream":true,"messages":[{"role":"user","content":"hello there"}]}'
+    )
+    assert len(unasked_body) == 91
+    unasked = passive_stream(stack, key, unasked_body, lambda got: False)
+
+    line = wait_for_line(stack.passive.log, aborted)
+    assert (line["prompt_tokens"], line["delivered_bytes"], line["request_body_bytes"]) == ("", "11", "131")
+    line = wait_for_line(stack.passive.log, unasked)
+    assert (line["prompt_tokens"], line["delivered_bytes"], line["request_body_bytes"]) == ("", "19", "91")
+
+    ingester = LogIngester(
+        stack.runtime, str(stack.passive.log), store=FileCheckpointStore(tmp_path / "c"), aborted="estimate"
+    )
+    ingester.poll()
+    ingester.close()
+    first, second = stack.runtime.event(aborted), stack.runtime.event(unasked)
+    assert first is not None and second is not None and not first.enforced
+    # gpt-5.4-mini: 750 nanos an input token, 4,500 an output token
+    # ceil(131 / 4) = 33 in, ceil(11 / 4) = 3 out
+    assert (first.usage.input_tokens, first.usage.output_tokens) == (33, 3)
+    assert first.cost_nanos == 33 * 750 + 3 * 4_500 == 38_250
+    # ceil(91 / 4) = 23 in, ceil(19 / 4) = 5 out
+    assert (second.usage.input_tokens, second.usage.output_tokens) == (23, 5)
+    assert second.cost_nanos == 23 * 750 + 5 * 4_500 == 39_750
+    for event in (first, second):
+        assert set(event.flags) == {"usage_missing", "estimated_usage"}
+        assert event.endpoint_mode == "stream"

@@ -1,14 +1,18 @@
-"""A settlement the ledger refuses is retried after the answer, and given up on only loudly."""
+"""A settlement the ledger refuses is retried after the answer, then spooled (loudly), never lost."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from allotment.audit import verify
 from allotment.errors import LedgerUnavailable
 from allotment.money import usd_string
+from allotment.settle_spool import replay, spool_path
 from helpers import metric
 
 BODY = {"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
@@ -53,8 +57,12 @@ def test_a_refused_settlement_is_retried_until_the_ledger_answers(rt: Any, clien
     assert metric(client, "allotment_gateway_settles_abandoned_total") == 0
 
 
-def test_a_settlement_that_keeps_failing_is_abandoned_and_counted(rt: Any, client: TestClient, auth) -> None:
+def test_a_settlement_that_keeps_failing_is_spooled_counted_and_replayed_once(
+    rt: Any, client: TestClient, auth, tmp_path: Path
+) -> None:
+    rt.settings = rt.settings.model_copy(update={"settle_spool": tmp_path / "spool.jsonl"})
     client.app.state.gateway.settle_retry_delays = (0.02, 0.02)  # type: ignore[attr-defined]
+    real = rt.settle
     calls = flaky_settle(rt, failures=10)
     response = client.post("/v1/chat/completions", json=BODY, headers=auth)
     assert response.status_code == 200  # the client has its answer whatever the ledger does
@@ -62,6 +70,16 @@ def test_a_settlement_that_keeps_failing_is_abandoned_and_counted(rt: Any, clien
     wait_for(lambda: metric(client, "allotment_gateway_settles_abandoned_total") == 1)
     assert calls == [request_id] * 3  # the first attempt and one per retry delay
     assert metric(client, "allotment_gateway_settle_failures_total") == 3
-    # nothing was charged: the hold stays until its TTL returns it to the wallets
+    # nothing was charged yet: the hold stays, and the settle waits in the spool, not lost
     assert rt.event(request_id) is None
     assert rt.reservation_state(request_id) == "open"
+    spooled = [json.loads(line) for line in spool_path(rt.settings).read_text().splitlines()]
+    assert [(e["request_id"], e["reason"]) for e in spooled] == [(request_id, "settle retries exhausted")]
+
+    rt.settle = real  # the ledger answers again
+    assert replay(rt).to_dict() == {"settled": 1, "kept": 0, "refused": 0}
+    event = rt.event(request_id)
+    assert event is not None and usd_string(event.cost_nanos) == response.headers["x-allotment-cost"]
+    assert rt.reservation_state(request_id) == "settled"
+    assert replay(rt).to_dict() == {"settled": 0, "kept": 0, "refused": 0}  # nothing twice
+    assert verify(rt).ok
