@@ -3,13 +3,17 @@ call goes through and is recorded unenforced, flagged ``fail_open``, once the le
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from allotment.audit import verify
 from allotment.gateway import create_app
 from allotment.money import usd_string
+from allotment.settle_spool import replay, spool_path
 from allotment.testing.fake_upstream import FakeUpstream
 from helpers import metric, write_locked
 
@@ -112,3 +116,34 @@ def test_healthz_takes_a_fail_closed_gateway_out_of_rotation_but_not_a_fail_open
             assert health.status_code == status
             assert health.json()["status"] == "degraded"
             assert health.json()["fail_open"] is (status == 200)
+
+
+def test_a_fail_open_call_still_unrecorded_at_shutdown_is_spooled_and_replay_records_it_once(
+    fail_open_rt: Any, tmp_path: Path
+) -> None:
+    """Only this process knew the let-through call (the ledger holds no reservation for it):
+    the spool keeps its admission, and the replay records it unenforced, flagged, exactly once."""
+    rt = fail_open_rt
+    rt.settings = rt.settings.model_copy(update={"settle_spool": tmp_path / "spool.jsonl"})
+    key, _ = rt.admin.issue_key("dev@acme.example")
+    with write_locked(rt):
+        with TestClient(create_app(rt)) as client:
+            client.app.state.gateway.settle_retry_delays = (60.0,)  # type: ignore[attr-defined]
+            response = client.post(
+                "/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"}
+            )
+            assert response.status_code == 200
+            request_id = response.headers["x-allotment-request-id"]
+        # leaving the client shut the gateway down while its retry still waited
+        assert rt.event(request_id) is None
+        spooled = [json.loads(line) for line in spool_path(rt.settings).read_text().splitlines()]
+        assert [(e["request_id"], e["reason"]) for e in spooled] == [(request_id, "gateway shutting down")]
+        assert spooled[0]["let_through"]["intent"]["request_id"] == request_id
+        kept = replay(rt).to_dict()
+        assert kept == {"settled": 0, "kept": 1, "refused": 0}  # still locked: kept, not lost
+    assert replay(rt).to_dict() == {"settled": 1, "kept": 0, "refused": 0}
+    event = rt.event(request_id)
+    assert event is not None and event.cost_nanos == FAKE_COST
+    assert event.enforced is False and "fail_open" in event.flags
+    assert replay(rt).to_dict() == {"settled": 0, "kept": 0, "refused": 0}  # nothing twice
+    assert verify(rt).ok
