@@ -10,12 +10,18 @@ import json
 import logging
 import weakref
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from allotment.errors import AllotmentError, Denied, InvalidRequest
 from allotment.ids import time_ordered_id
 from allotment.types import MAX_TOKENS_PER_FIELD, CallIntent, EndpointMode, Outcome, Usage
-from allotment.usage_parsers import from_anthropic, from_bedrock_converse, from_bedrock_invoke_headers
+from allotment.usage_parsers import (
+    bedrock_service_tier,
+    from_anthropic,
+    from_bedrock_converse,
+    from_bedrock_invoke_headers,
+)
 from allotment_bedrock import metadata
 from allotment_bedrock.errors import BedrockCallDenied
 from allotment_bedrock.estimate import (
@@ -34,7 +40,6 @@ from allotment_bedrock.streams import (
     InvokeWatcher,
     Settlement,
     converse_total_flags,
-    tier_flags,
 )
 
 log = logging.getLogger("allotment.bedrock")
@@ -143,6 +148,8 @@ class Governor:
             max_output_tokens=max_out,
             labels=dict(self.labels),
             trace_id=self.trace_id,
+            # the tier asked for (Converse: {"type": ...}; InvokeModel: a string): held at its price
+            service_tier=bedrock_service_tier(params.get("serviceTier")),
         )
         try:
             admission = self.runtime.admit(intent)
@@ -194,7 +201,7 @@ class Governor:
             parsed["stream"] = GovernedStream(parsed["stream"], settlement, ConverseWatcher())
             return
         if op == "InvokeModelWithResponseStream" and "body" in parsed:
-            watcher = InvokeWatcher(parsed.get("serviceTier"))
+            watcher = InvokeWatcher(_served_tier(parsed))
             parsed["body"] = GovernedStream(parsed["body"], settlement, watcher)
             return
         try:
@@ -208,17 +215,19 @@ class Governor:
             response_metadata["AllotmentCostNanos"] = settlement.event.cost_nanos
 
     def _sync_usage(self, op: str, parsed: dict[str, Any], call: CallState) -> tuple[Usage, tuple[str, ...]]:
+        served = _served_tier(parsed)
         if op == "Converse":
             usage = parsed.get("usage") or {}
-            flags = tier_flags(parsed.get("serviceTier")) + converse_total_flags(usage)
-            return from_bedrock_converse(usage), flags
-        flags = tier_flags(parsed.get("serviceTier"))
+            return from_bedrock_converse(usage, service_tier=served), converse_total_flags(usage)
         headers = {str(k).lower(): v for k, v in parsed["ResponseMetadata"].get("HTTPHeaders", {}).items()}
         counts = {k: v for k, v in headers.items() if k.startswith(_HEADER) and k.endswith("-count")}
         if _HEADER + "input-token-count" in counts:
             counts.setdefault(_HEADER + "output-token-count", "0")  # embeddings produce no output
-            return from_bedrock_invoke_headers(counts), flags
-        return self._body_usage(parsed, call), flags + ("usage_from_body",)
+            return from_bedrock_invoke_headers(counts, service_tier=served), ()
+        usage = self._body_usage(parsed, call)
+        if served is not None:
+            usage = replace(usage, service_tier=bedrock_service_tier(served))
+        return usage, ("usage_from_body",)
 
     def _body_usage(self, parsed: dict[str, Any], call: CallState) -> Usage:
         """No token headers (some providers): the body's own usage, else an estimate."""
@@ -240,6 +249,15 @@ class Governor:
             output_tokens=tokens_from_bytes(len(data)),
             estimated=True,
         )
+
+
+def _served_tier(parsed: dict[str, Any]) -> Any:
+    """The tier AWS says served the call: Converse's ``serviceTier``, InvokeModel's modelled
+    ``serviceTier`` or its ``x-amzn-bedrock-service-tier`` header; None when it did not say."""
+    if parsed.get("serviceTier") is not None:
+        return parsed["serviceTier"]
+    headers = parsed.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    return next((v for k, v in headers.items() if str(k).lower() == _HEADER + "service-tier"), None)
 
 
 def govern(

@@ -37,17 +37,6 @@ class CallState:
     metadata: dict[str, str]
 
 
-def tier_flags(service_tier: Any) -> tuple[str, ...]:
-    """``serviceTier`` ({type: ...} or a header string) as a flag when it is not the default.
-
-    The rate cards price the standard tier; the flag lets reports find rows AWS priced otherwise.
-    """
-    kind = service_tier.get("type") if isinstance(service_tier, dict) else service_tier
-    if isinstance(kind, str) and kind and kind.lower() not in ("default", "standard"):
-        return (f"service_tier_{kind.lower()}",)
-    return ()
-
-
 def converse_total_flags(usage: dict[str, Any]) -> tuple[str, ...]:
     """Flag usage whose ``totalTokens`` disagrees with its parts (a known streaming anomaly)."""
     total = usage.get("totalTokens")
@@ -131,8 +120,8 @@ class ConverseWatcher:
         metadata = event.get("metadata")
         if isinstance(metadata, dict) and metadata.get("usage") is not None:
             usage = metadata["usage"]
-            flags = tier_flags(metadata.get("serviceTier")) + converse_total_flags(usage)
-            return from_bedrock_converse(usage), flags
+            served = metadata.get("serviceTier")  # priced at that tier (see allotment.service_tiers)
+            return from_bedrock_converse(usage, service_tier=served), converse_total_flags(usage)
         delta = event.get("contentBlockDelta")
         if isinstance(delta, dict):
             settlement.delivered_bytes += _text_bytes(delta.get("delta"))
@@ -141,7 +130,7 @@ class ConverseWatcher:
 
 class InvokeWatcher:
     def __init__(self, service_tier: Any = None) -> None:
-        self.flags = tier_flags(service_tier)
+        self.service_tier = service_tier  # the response's X-Amzn-Bedrock-Service-Tier
 
     def observe(self, event: dict[str, Any], settlement: Settlement) -> tuple[Usage, tuple[str, ...]] | None:
         chunk = event.get("chunk")
@@ -161,9 +150,10 @@ class InvokeWatcher:
                 for k in ("inputTokenCount", "cacheReadInputTokenCount", "cacheWriteInputTokenCount")
             }
             usage = from_bedrock_invocation_log(
-                {"input": inp, "output": {"outputTokenCount": metrics.get("outputTokenCount")}}
+                {"input": inp, "output": {"outputTokenCount": metrics.get("outputTokenCount")}},
+                service_tier=self.service_tier,
             )
-            return usage, self.flags
+            return usage, ()
         settlement.delivered_bytes += _text_bytes(payload)
         return None
 

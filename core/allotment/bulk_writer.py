@@ -186,7 +186,7 @@ class BulkWriter:
                 entry.amount_nanos(usage),
                 entry.card_version,
                 entry.model,
-                entry.flags,
+                entry.flags_for(usage),
             )
         else:  # unpriced: the runtime's own policy (fallback price, or $0 flagged)
             priced_intent = intent.with_changes(labels=labels, at=at, principal=None, credential=None)
@@ -218,6 +218,7 @@ class BulkWriter:
             "tool_calls": int(usage.tool_calls),
             "search_calls": int(usage.search_calls),
             "estimated": bool(usage.estimated),
+            "service_tier": usage.service_tier,
             "cost_nanos": int(amount),
             "estimate_nanos": estimate_nanos or 0,
             "external_cost_nanos": item.external_cost_nanos,

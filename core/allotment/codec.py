@@ -49,6 +49,7 @@ def intent_to_dict(intent: CallIntent) -> dict[str, Any]:
         "retry_of": intent.retry_of,
         "end_user": intent.end_user,
         "at": intent.at.isoformat() if intent.at else None,
+        "service_tier": intent.service_tier,
     }
 
 
@@ -66,6 +67,7 @@ def intent_from_dict(data: dict[str, Any], principal: Principal | None = None) -
         end_user=data.get("end_user"),
         at=datetime.fromisoformat(data["at"]) if data.get("at") else None,
         principal=principal,
+        service_tier=data.get("service_tier"),
     )
 
 
@@ -93,6 +95,7 @@ def event_from_columns(
             tool_calls=int(row["tool_calls"]),
             search_calls=int(row["search_calls"]),
             estimated=bool(row["estimated"]),
+            service_tier=row.get("service_tier"),
         )
     return UsageEvent(
         id=event_id,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from allotment.errors import ConfigError
 from allotment.money import dollars_to_nanos, to_decimal
 from allotment.secrets import read_env_ref
+from allotment.service_tiers import STANDARD, canonical_tier
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -206,6 +207,19 @@ class PolicyConfig(_Model):
     reservation_ttl_seconds: int | None = Field(default=None, gt=0)
     # when the ledger database cannot be reached: refuse (503) or let calls through unenforced
     ledger_unavailable: str = Field(default="closed", pattern="^(closed|open)$")
+    # the service tier a request asking for none (or ``auto``) may be served on, so its
+    # reservation covers it: ``priority`` when the provider project serves ``auto`` at priority
+    auto_service_tier: str | None = None
+
+    @field_validator("auto_service_tier", mode="before")
+    @classmethod
+    def _auto_tier(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        tier = canonical_tier(value)
+        if tier is None:
+            raise ValueError("auto_service_tier must be a service-tier name such as priority")
+        return None if tier == STANDARD else tier
 
     @model_validator(mode="after")
     def _fallback(self) -> PolicyConfig:

@@ -37,10 +37,21 @@ class CardPrice:
 class PricedEntry:
     """One card entry in one endpoint mode: what every line it prices shares.
 
-    ``amount_nanos(usage)`` equals ``amount_nanos(resolution.rates, usage, endpoint_mode)``.
+    ``amount_nanos(usage)`` equals ``amount_nanos(resolution.rates, usage, endpoint_mode)`` and
+    ``flags_for(usage)`` the flags ``price_with`` gives (the service tier's depend on the line).
     """
 
-    __slots__ = ("resolution", "card_version", "model", "flags", "_rates", "_batch", "_tiers", "_scaled")
+    __slots__ = (
+        "resolution",
+        "card_version",
+        "model",
+        "flags",
+        "_rates",
+        "_mode",
+        "_batch",
+        "_tiers",
+        "_scaled",
+    )
 
     def __init__(self, resolution: Resolution, endpoint_mode: str) -> None:
         rates = resolution.rates
@@ -49,21 +60,36 @@ class PricedEntry:
         self.model = resolution.model
         self.flags: tuple[str, ...] = ("deprecated_model",) if rates.deprecated else ()
         self._rates = rates
+        self._mode = endpoint_mode
         self._batch = is_batch(endpoint_mode)
         # the tier rule of ``unit_prices``: the last tier whose threshold the input exceeds
         self._tiers = tuple(tier.above_input_tokens for tier in rates.tiers)
-        self._scaled: dict[int | None, ScaledPrices] = {}
+        self._scaled: dict[tuple[int | None, str | None], ScaledPrices] = {}
 
-    def amount_nanos(self, usage: Usage) -> int:
+    def _prices(self, usage: Usage) -> ScaledPrices:
         total_input = usage.total_input_tokens
         tier = None
         for above in self._tiers:
             if total_input > above:
                 tier = above
-        scaled = self._scaled.get(tier)
+        key = (tier, usage.service_tier)
+        scaled = self._scaled.get(key)
         if scaled is None:
-            scaled = self._scaled[tier] = scaled_prices(self._rates, total_input, self._batch)
-        return scaled.amount(usage)
+            if len(self._scaled) >= _CACHE_LIMIT:
+                self._scaled.clear()  # service-tier names come from providers: keep it bounded
+            batch = is_batch(self._mode, usage.service_tier)
+            scaled = self._scaled[key] = scaled_prices(self._rates, total_input, batch, usage.service_tier)
+        return scaled
+
+    def amount_nanos(self, usage: Usage) -> int:
+        return self._prices(usage).amount(usage)
+
+    def flags_for(self, usage: Usage) -> tuple[str, ...]:
+        """The entry's flags, then the service tier's (``service_tier_unpriced`` ...)."""
+        if usage.service_tier is None:
+            return self.flags
+        tier_flags = self._prices(usage).flags
+        return (*self.flags, *tier_flags) if tier_flags else self.flags
 
 
 class PriceTables:
@@ -112,4 +138,4 @@ class PriceTables:
 
     def price(self, resolution: Resolution, usage: Usage, endpoint_mode: str) -> CardPrice:
         entry = self.entry_for(resolution, endpoint_mode)
-        return CardPrice(entry.amount_nanos(usage), entry.card_version, entry.model, entry.flags)
+        return CardPrice(entry.amount_nanos(usage), entry.card_version, entry.model, entry.flags_for(usage))

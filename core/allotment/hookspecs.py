@@ -67,13 +67,14 @@ def price(provider: str, model: str, usage: Usage, at: datetime, endpoint_mode: 
     """Price ``usage`` of ``provider/model`` at the instant ``at``.
 
     The default implementation uses the dated rate card in force at ``at`` (aliases,
-    cache read/write, long-context tiers, batch multiplier, per-call fees).
+    cache read/write, long-context tiers, service tiers, batch multiplier, per-call fees).
 
     Stops at the first non-None result.
 
     :param provider: the provider name (``openai``, ``anthropic``, ``bedrock`` ...).
     :param model: the model id as the caller named it.
-    :param usage: normalized token counts (fresh input excludes cache tokens).
+    :param usage: normalized token counts (fresh input excludes cache tokens), and
+        ``usage.service_tier``, the tier that served the call (None: standard).
     :param at: when the request was made (selects the card version).
     :param endpoint_mode: ``sync``, ``stream`` or ``batch`` (batch applies the multiplier).
     :returns: the exact ``Price`` in nano-dollars, or ``None`` if this plugin cannot price it.

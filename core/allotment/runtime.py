@@ -28,6 +28,7 @@ from allotment.directory import Directory, load_directory
 from allotment.errors import Denied, LedgerUnavailable, NotFound
 from allotment.money import TOKENS_PER_MILLION, dollars_to_nanos
 from allotment.plugins import Hooks, create_plugin_manager
+from allotment.service_tiers import AUTO
 from allotment.settings import Settings, get_settings
 from allotment.types import (
     UNRECORDED,
@@ -300,7 +301,8 @@ class Runtime:
 
     def worst_case(self, intent: CallIntent) -> Price:
         """What admitting ``intent`` would reserve: the exact price of its input bound and its
-        max output tokens (the model's own maximum, or the policy's default, when it sets none).
+        max output tokens (the model's own maximum, or the policy's default, when it sets none),
+        on the dearest service tier it may be served on (see ``held_service_tier``).
 
         Raises ``Denied(400, unpriced_model)`` when no card prices the model. For adapters whose
         call may be served by one of several models: reserve for the dearest.
@@ -309,14 +311,30 @@ class Runtime:
 
     def worst_case_usage(self, intent: CallIntent, at: datetime | None = None) -> Usage:
         """The usage admitting ``intent`` reserves for: its input bound and its max output tokens
-        (the model's own maximum at ``at``, or the policy's default, when it sets none)."""
+        (the model's own maximum at ``at``, or the policy's default, when it sets none), on the
+        service tier it may be served on (``held_service_tier``)."""
         at = at or intent.at or _now()
         max_out = intent.max_output_tokens or self._default_max_output(intent, at)
-        return Usage(input_tokens=intent.input_tokens, output_tokens=max_out)
+        return Usage(
+            input_tokens=intent.input_tokens,
+            output_tokens=max_out,
+            service_tier=self.held_service_tier(intent),
+        )
 
     def _worst_case(self, intent: CallIntent, at: datetime) -> tuple[int, Price]:
         usage = self.worst_case_usage(intent, at)
         return usage.output_tokens, self._price_or_deny(intent, usage, at)
+
+    def held_service_tier(self, intent: CallIntent) -> str | None:
+        """The service tier a reservation is priced at: the one the request asks for; for
+        ``auto`` or none, the tier the policy says the provider may pick (``policy.
+        auto_service_tier``, e.g. ``priority`` for an OpenAI project with Priority processing),
+        standard (None) by default."""
+        asked = intent.service_tier
+        if asked is not None and asked != AUTO:
+            return asked
+        config = self.directory.config
+        return config.policy.auto_service_tier if config is not None else None
 
     def fails_open(self) -> bool:
         """Whether calls go through unenforced while the ledger is unreachable (the policy)."""
@@ -342,13 +360,20 @@ class Runtime:
         ledger_plugin = next(p for p in self.pm.get_plugins() if isinstance(p, SqlLedger))
         wallets = self.ledger.wallets_by_ids(ledger_plugin.wallet_ids(principal, intent, at))
         available = min((w.available_nanos for w in wallets), default=0)
+        tier = self.held_service_tier(intent)
         tokens = self.rate_book.max_affordable_output_tokens(
-            intent.provider, intent.model, at, intent.input_tokens, available, intent.endpoint_mode.value
+            intent.provider,
+            intent.model,
+            at,
+            intent.input_tokens,
+            available,
+            intent.endpoint_mode.value,
+            tier,
         )
         if tokens < 1:
             raise denied
         estimate = self._price_or_deny(
-            intent, Usage(input_tokens=intent.input_tokens, output_tokens=tokens), at
+            intent, Usage(input_tokens=intent.input_tokens, output_tokens=tokens, service_tier=tier), at
         )
         clamped = intent.with_changes(max_output_tokens=tokens)
         reservation = self.hooks.reserve(principal, clamped, estimate.amount_nanos)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from allotment.errors import InvalidRequest
+from allotment.service_tiers import canonical_tier
 
 MAX_TOKENS_PER_FIELD = 100_000_000  # far above any context window; anything larger is garbage
 
@@ -59,6 +60,8 @@ class Usage:
 
     Cache reads and writes are separate and never overlap with ``input_tokens``;
     ``output_tokens`` includes reasoning tokens (``reasoning_tokens`` is informational).
+    ``service_tier`` is the tier the provider reported serving the call on, in its canonical
+    name (``allotment.service_tiers``); None when the provider did not say (priced as standard).
     """
 
     input_tokens: int = 0
@@ -70,8 +73,11 @@ class Usage:
     tool_calls: int = 0
     search_calls: int = 0
     estimated: bool = False  # True when counts were estimated, not reported by the provider
+    service_tier: str | None = None
 
     def __post_init__(self) -> None:
+        if self.service_tier is not None:
+            object.__setattr__(self, "service_tier", canonical_tier(self.service_tier))
         # Usage is built several times per request: accept the usual case (plain ints in
         # range) in one pass, and only otherwise run the checks that name the bad field.
         for value in (
@@ -113,6 +119,7 @@ class Usage:
             "tool_calls": self.tool_calls,
             "search_calls": self.search_calls,
             "estimated": self.estimated,
+            "service_tier": self.service_tier,
         }
 
     @classmethod
@@ -157,8 +164,13 @@ class CallIntent:
     principal: Principal | None = None  # set when the adapter already authenticated the caller
     at: datetime | None = None  # request time; defaults to now
     clamp_max_tokens: bool = False  # opt-in: shrink max tokens to what the budget can pay for
+    # the tier the request asks for (``service_tier`` in OpenAI and Anthropic bodies), canonical;
+    # ``auto`` or None: the provider decides (see ``Runtime.worst_case``)
+    service_tier: str | None = None
 
     def __post_init__(self) -> None:
+        if self.service_tier is not None:
+            object.__setattr__(self, "service_tier", canonical_tier(self.service_tier, requested=True))
         if not self.request_id or len(self.request_id) > 200:
             raise InvalidRequest("request_id must be 1-200 characters", code="invalid_request")
         if not self.model:

@@ -1,6 +1,9 @@
 """Provider usage payloads -> ``allotment.types.Usage``, with each provider's cache semantics.
 
 Fresh input never includes a cached token: each cached token is counted once, in its cache class.
+Every parser takes ``service_tier``: the tier the provider reported outside the usage block
+(OpenAI's top-level ``service_tier``, Bedrock's ``serviceTier.type``); a tier inside the block
+(Anthropic's ``usage.service_tier``) is read by the parser itself.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from allotment.errors import InvalidRequest
+from allotment.service_tiers import canonical_tier
 from allotment.types import MAX_TOKENS_PER_FIELD, Usage
 
 _MISSING = object()
@@ -65,6 +69,11 @@ def _subset(total: int, part: int, total_name: str, part_name: str, what: str) -
     return total - part
 
 
+def _served_tier(data: Mapping[str, Any], service_tier: object) -> str | None:
+    """The reported tier (canonical): the caller's, else the block's own ``service_tier``."""
+    return canonical_tier(service_tier if service_tier is not None else data.get("service_tier"))
+
+
 def _split_writes(total: int, one_hour: int, five_min: int | None, what: str) -> tuple[int, int]:
     """(5-minute, 1-hour) writes from a total and its TTL breakdown; the rest is 5-minute."""
     detailed = one_hour + (five_min or 0)
@@ -76,11 +85,14 @@ def _split_writes(total: int, one_hour: int, five_min: int | None, what: str) ->
 # --- OpenAI -------------------------------------------------------------------------
 
 
-def from_openai(usage: Mapping[str, Any] | Any, *, estimated: bool = False) -> Usage:
+def from_openai(
+    usage: Mapping[str, Any] | Any, *, estimated: bool = False, service_tier: object = None
+) -> Usage:
     """Chat/completions/embeddings (``prompt_tokens``) or Responses API (``input_tokens``).
 
     ``prompt_tokens``/``input_tokens`` include the cached tokens, so fresh = total - cached;
-    ``completion_tokens``/``output_tokens`` include reasoning tokens.
+    ``completion_tokens``/``output_tokens`` include reasoning tokens. ``service_tier``: the
+    response's top-level field ("default" is standard; "priority", "flex", "scale" ...).
     """
     data = _as_mapping(usage, "openai usage")
     what = "openai usage"
@@ -107,14 +119,18 @@ def from_openai(usage: Mapping[str, Any] | Any, *, estimated: bool = False) -> U
         output_tokens=output,
         reasoning_tokens=reasoning,
         estimated=estimated,
+        service_tier=_served_tier(data, service_tier),
     )
 
 
 # --- Anthropic ----------------------------------------------------------------------
 
 
-def from_anthropic(usage: Mapping[str, Any] | Any, *, estimated: bool = False) -> Usage:
-    """Anthropic Messages ``usage``: ``input_tokens`` excludes cache reads and writes.
+def from_anthropic(
+    usage: Mapping[str, Any] | Any, *, estimated: bool = False, service_tier: object = None
+) -> Usage:
+    """Anthropic Messages ``usage``: ``input_tokens`` excludes cache reads and writes;
+    ``usage.service_tier`` ("standard" | "priority" | "batch") is the tier that served it.
 
     ``cache_creation`` (``ephemeral_5m_input_tokens``/``ephemeral_1h_input_tokens``) splits
     the writes by TTL; writes it does not detail are 5-minute writes (the default TTL).
@@ -140,6 +156,7 @@ def from_anthropic(usage: Mapping[str, Any] | Any, *, estimated: bool = False) -
         output_tokens=_count(data, "output_tokens", what),
         search_calls=_count(server, "web_search_requests", what),
         estimated=estimated,
+        service_tier=_served_tier(data, service_tier),
     )
 
 
@@ -165,9 +182,12 @@ def merge_anthropic_stream(
 # --- Bedrock ------------------------------------------------------------------------
 
 
-def from_bedrock_converse(usage: Mapping[str, Any] | Any, *, estimated: bool = False) -> Usage:
+def from_bedrock_converse(
+    usage: Mapping[str, Any] | Any, *, estimated: bool = False, service_tier: object = None
+) -> Usage:
     """Converse/ConverseStream ``usage``: ``inputTokens`` excludes cache reads and writes;
     ``cacheDetails`` ([{ttl: "5m"|"1h", inputTokens}]) splits the writes by TTL.
+    ``service_tier``: the response's ``serviceTier`` (``{"type": ...}``, or its type).
     """
     data = _as_mapping(usage, "bedrock usage")
     what = "bedrock usage"
@@ -200,17 +220,31 @@ def from_bedrock_converse(usage: Mapping[str, Any] | Any, *, estimated: bool = F
         cache_write_1h_tokens=write_1h,
         output_tokens=output,
         estimated=estimated,
+        service_tier=bedrock_service_tier(service_tier),
     )
+
+
+def bedrock_service_tier(value: object) -> str | None:
+    """Bedrock's ``serviceTier`` (``{"type": "priority"|"default"|"flex"|"reserved"}``) or its
+    type, canonical ("default" is standard)."""
+    if isinstance(value, Mapping):
+        value = value.get("type")
+    return canonical_tier(value)
 
 
 _HEADER = "x-amzn-bedrock-"
 
 
-def from_bedrock_invoke_headers(headers: Mapping[str, Any], *, estimated: bool = False) -> Usage:
-    """InvokeModel response headers (``x-amzn-bedrock-*-token-count``; names case-insensitive)."""
+def from_bedrock_invoke_headers(
+    headers: Mapping[str, Any], *, estimated: bool = False, service_tier: object = None
+) -> Usage:
+    """InvokeModel response headers (``x-amzn-bedrock-*-token-count``; names case-insensitive;
+    the tier from ``x-amzn-bedrock-service-tier``)."""
     what = "bedrock invoke headers"
     lowered: dict[str, Any] = {}
     for key, value in _as_mapping(headers, what).items():
+        if str(key).lower() == _HEADER + "service-tier" and service_tier is None:
+            service_tier = value
         if not str(key).lower().endswith("-token-count"):
             continue  # the response carries other headers too (request id, content type ...)
         text = value.strip() if isinstance(value, str) else value
@@ -225,11 +259,15 @@ def from_bedrock_invoke_headers(headers: Mapping[str, Any], *, estimated: bool =
         cache_read_tokens=_count(lowered, _HEADER + "cache-read-input-token-count", what),
         cache_write_tokens=_count(lowered, _HEADER + "cache-write-input-token-count", what),
         estimated=estimated,
+        service_tier=bedrock_service_tier(service_tier),
     )
 
 
-def from_bedrock_invocation_log(record: Mapping[str, Any], *, estimated: bool = False) -> Usage:
-    """A model-invocation log record: counts under ``input``/``output``; absent cache -> 0."""
+def from_bedrock_invocation_log(
+    record: Mapping[str, Any], *, estimated: bool = False, service_tier: object = None
+) -> Usage:
+    """A model-invocation log record: counts under ``input``/``output``; absent cache -> 0;
+    the tier from ``serviceTier`` when the record carries one."""
     what = "bedrock invocation log"
     data = _as_mapping(record, what)
     if not isinstance(data.get("input"), Mapping) or not isinstance(data.get("output"), Mapping):
@@ -241,13 +279,18 @@ def from_bedrock_invocation_log(record: Mapping[str, Any], *, estimated: bool = 
         cache_write_tokens=_count(inp, "cacheWriteInputTokenCount", f"{what}.input"),
         output_tokens=_count(out, "outputTokenCount", f"{what}.output", required=True),
         estimated=estimated,
+        service_tier=bedrock_service_tier(
+            service_tier if service_tier is not None else data.get("serviceTier")
+        ),
     )
 
 
 # --- Gemini -------------------------------------------------------------------------
 
 
-def from_gemini(usage_metadata: Mapping[str, Any] | Any, *, estimated: bool = False) -> Usage:
+def from_gemini(
+    usage_metadata: Mapping[str, Any] | Any, *, estimated: bool = False, service_tier: object = None
+) -> Usage:
     """Gemini ``usageMetadata``: ``promptTokenCount`` includes ``cachedContentTokenCount``;
     output = ``candidatesTokenCount`` + ``thoughtsTokenCount``; tool-use prompt tokens are input.
     """
@@ -264,6 +307,7 @@ def from_gemini(usage_metadata: Mapping[str, Any] | Any, *, estimated: bool = Fa
         output_tokens=output,
         reasoning_tokens=thoughts,
         estimated=estimated,
+        service_tier=canonical_tier(service_tier),
     )
 
 
@@ -286,15 +330,45 @@ def _litellm_usage(payload: Mapping[str, Any]) -> Mapping[str, Any]:
     raise _bad("litellm payload: no usage (expected prompt_tokens or metadata.usage_object)")
 
 
-def from_litellm(payload_or_usage: Mapping[str, Any] | Any, *, estimated: bool = False) -> Usage:
+def litellm_service_tier(payload: Mapping[str, Any]) -> str | None:
+    """The served tier in a LiteLLM response, usage or logging payload (canonical), or None.
+
+    Looked for, in order: the logging payload's ``standard_logging_object``, then
+    ``cost_breakdown.service_tier`` (the tier LiteLLM priced), the response's top-level
+    ``service_tier``, and the usage object's own (Anthropic-style).
+    """
+    slo = payload.get("standard_logging_object")
+    if isinstance(slo, Mapping):
+        found = litellm_service_tier(slo)
+        if found is not None:
+            return found
+    breakdown = payload.get("cost_breakdown")
+    usage = payload.get("usage")
+    metadata = payload.get("metadata")
+    if isinstance(metadata, Mapping) and metadata.get("usage_object") is not None:
+        usage = metadata["usage_object"]
+    for holder, key in ((breakdown, "service_tier"), (payload, "service_tier"), (usage, "service_tier")):
+        if isinstance(holder, Mapping):
+            tier = canonical_tier(holder.get(key))
+            if tier is not None:
+                return tier
+    return None
+
+
+def from_litellm(
+    payload_or_usage: Mapping[str, Any] | Any, *, estimated: bool = False, service_tier: object = None
+) -> Usage:
     """LiteLLM's normalised usage (OpenAI-shaped) from a usage dict, response or logging payload.
 
     ``prompt_tokens`` includes cache reads (``prompt_tokens_details.cached_tokens`` or
     ``cache_read_input_tokens``) and, for Anthropic models, cache writes
-    (``cache_creation_input_tokens``); fresh input is what remains.
+    (``cache_creation_input_tokens``); fresh input is what remains. The served tier: the
+    caller's ``service_tier``, else what ``litellm_service_tier`` finds in the payload.
     """
     what = "litellm usage"
-    data = _litellm_usage(_as_mapping(payload_or_usage, what))
+    payload = _as_mapping(payload_or_usage, what)
+    data = _litellm_usage(payload)
+    tier = canonical_tier(service_tier) if service_tier is not None else litellm_service_tier(payload)
     prompt = _count(data, "prompt_tokens", what, required=True)
     output = _count(data, "completion_tokens", what)
     details = _sub(data, "prompt_tokens_details", what)
@@ -324,6 +398,7 @@ def from_litellm(payload_or_usage: Mapping[str, Any] | Any, *, estimated: bool =
         reasoning_tokens=reasoning,
         search_calls=_count(server, "web_search_requests", what),
         estimated=estimated,
+        service_tier=tier,
     )
 
 
@@ -345,9 +420,12 @@ PARSERS: dict[str, Callable[..., Usage]] = {
 }
 
 
-def parse_usage(provider_shape: str, data: Any, *, estimated: bool = False) -> Usage:
-    """Normalise ``data`` given its shape name (see ``PARSERS``); unknown shapes are errors."""
+def parse_usage(
+    provider_shape: str, data: Any, *, estimated: bool = False, service_tier: object = None
+) -> Usage:
+    """Normalise ``data`` given its shape name (see ``PARSERS``); unknown shapes are errors.
+    ``service_tier``: the tier reported outside the usage block, if any."""
     parser = PARSERS.get(provider_shape.strip().lower())
     if parser is None:
         raise _bad(f"unknown usage shape {provider_shape!r} (known: {', '.join(sorted(PARSERS))})")
-    return parser(data, estimated=estimated)
+    return parser(data, estimated=estimated, service_tier=service_tier)

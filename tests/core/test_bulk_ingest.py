@@ -22,6 +22,7 @@ from allotment import Outcome, Usage
 from allotment.audit import verify
 from allotment.bulk import BulkItem, BulkResult, RecordItem, SettleItem, apply_many, record_many, settle_many
 from allotment.db.bulk import BulkStatements
+from allotment.db.ledger import EVENT_COLUMNS
 from allotment.directory import hash_key
 from allotment.errors import AllotmentError
 from allotment.hookspecs import hookimpl
@@ -204,7 +205,8 @@ def test_bulk_and_one_by_one_write_identical_rows_hashes_counters_and_alerts(
         assert bulk_rows[table] == single_rows[table], table
     events = {row[1]: row for row in bulk_rows["events"]}
     assert "p1" in events and "nobody" not in events
-    flags = {rid: row[-2] for rid, row in events.items()}
+    at = EVENT_COLUMNS.index("flags") + 1  # after the id (columns added later come after row_hash)
+    flags = {rid: row[at] for rid, row in events.items()}
     assert "late_settle" in flags["late"] and "estimated_usage" in flags["adm1"]
     assert flags["p1"] == "unattributed" and "unpriced" in flags["p2"]
     assert [("over_limit" in flags[f"tiny{n}"]) for n in range(4)] == [False, False, True, True]

@@ -22,6 +22,7 @@ from allotment.pricing.book import RateCardBook
 from allotment.pricing.cards import (
     ModelRates,
     RateCard,
+    ServiceTierRates,
     Tier,
     default_card_dirs,
     iter_card_files,
@@ -79,6 +80,19 @@ def _tier_dict(tier: Tier) -> dict[str, Any]:
     return out
 
 
+def _service_tier_dict(tier: ServiceTierRates) -> dict[str, Any]:
+    if tier.multiplier is not None:
+        return {"multiplier": _plain(tier.multiplier)}
+    out: dict[str, Any] = {}
+    for name in ("input", "output", "cache_read", "cache_write", "cache_write_1h"):
+        value = getattr(tier, name)
+        if value is not None:
+            out[name] = _plain(value)
+    if tier.tiers:
+        out["tiers"] = [_tier_dict(context) for context in tier.tiers]
+    return out
+
+
 def _entry_dict(card: RateCard, rates: ModelRates) -> dict[str, Any]:
     return {
         "provider": card.provider,
@@ -92,6 +106,7 @@ def _entry_dict(card: RateCard, rates: ModelRates) -> dict[str, Any]:
         "cache_write_1h": _plain(rates.cache_write_1h),
         "batch": _plain(rates.batch),
         "tiers": [_tier_dict(tier) for tier in rates.tiers],
+        "service_tiers": {name: _service_tier_dict(tier) for name, tier in rates.service_tiers.items()},
         "per_call": {k: _plain(v) for k, v in rates.per_call.items()},
         "aliases": list(rates.aliases),
         "max_output_tokens": rates.max_output_tokens,
@@ -111,6 +126,10 @@ def price_command(
     tool_calls: Annotated[int, typer.Option("--tool-calls", help="Billed tool calls.")] = 0,
     search_calls: Annotated[int, typer.Option("--search-calls", help="Billed web searches.")] = 0,
     batch: Annotated[bool, typer.Option("--batch", help="Price as a batch request.")] = False,
+    service_tier: Annotated[
+        str | None,
+        typer.Option("--service-tier", help="Served service tier: priority, flex ... (default standard)."),
+    ] = None,
     at: AtOption = None,
     as_json: JsonOption = False,
     cards: CardsOption = None,
@@ -125,6 +144,7 @@ def price_command(
             output_tokens=output,
             tool_calls=tool_calls,
             search_calls=search_calls,
+            service_tier=service_tier,
         )
         when = _instant(at)
         mode = "batch" if batch else "sync"
@@ -140,6 +160,7 @@ def price_command(
                     "card_version": price.card_version,
                     "components": price.components,
                     "endpoint_mode": mode,
+                    "service_tier": usage.service_tier,
                     "at": when.isoformat(),
                     "flags": list(price.flags),
                 }
@@ -150,6 +171,10 @@ def price_command(
     typer.echo(f"cost_nanos: {price.amount_nanos}")
     typer.echo(f"model: {price.provider}/{price.model}")
     typer.echo(f"card_version: {price.card_version}")
+    if usage.service_tier is not None:
+        typer.echo(f"service_tier: {usage.service_tier}")
+    if price.flags:
+        typer.echo(f"flags: {','.join(price.flags)}")
     parts = " ".join(f"{name}={nanos}" for name, nanos in price.components.items() if nanos)
     typer.echo(f"components_nanos: {parts or '-'}")
 

@@ -91,7 +91,11 @@ EVENT_COLUMNS = (
     "end_user",
     "reservation_id",
     "flags",
+    "service_tier",
 )
+# Columns added after the first events were hashed: a row's hash covers one only when it is set,
+# so every row written before the column existed (NULL there) still verifies unchanged.
+LATE_HASHED_COLUMNS = ("service_tier",)
 # integer columns that are never NULL (stored as 0 when absent)
 COUNT_COLUMNS = (*USAGE_COUNT_FIELDS, "cost_nanos", "estimate_nanos")
 # positions of the columns whose stored form differs from the event's value
@@ -131,11 +135,15 @@ def _hash_value(value: Any) -> Any:
 
 
 def row_hash(values: dict[str, Any]) -> str:
-    """Content hash of a row: canonical JSON of its columns (id excluded).
+    """Content hash of a row: canonical JSON of its columns (id excluded; a NULL column of
+    ``LATE_HASHED_COLUMNS`` left out).
 
     Datetimes must be aware UTC (``parse_ts`` gives that when reading back) so the writer
     and ``audit verify`` serialise them identically.
     """
+    for name in LATE_HASHED_COLUMNS:
+        if name in values and values[name] is None:
+            values = {k: v for k, v in values.items() if k != name}
     canonical = orjson.dumps(values, option=orjson.OPT_SORT_KEYS, default=_hash_value)
     return hashlib.sha256(canonical).hexdigest()
 

@@ -185,6 +185,9 @@ class UsageEventRow(SQLModel, table=True):
     end_user: str | None = Field(default=None, max_length=300)
     reservation_id: str | None = Field(default=None, max_length=40)
     flags: str = Field(default="", max_length=500)  # comma-separated
+    # the tier the provider served the call on (canonical: standard, priority, flex ...); NULL
+    # when it did not say, and for every event recorded before migration 0005
+    service_tier: str | None = Field(default=None, max_length=40)
     row_hash: str = Field(max_length=64)
 
 

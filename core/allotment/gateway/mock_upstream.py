@@ -117,6 +117,9 @@ class MockUpstream:
         }
         rid = self._id("chatcmpl-" if chat else "cmpl-")
         created = int(time.time())
+        # OpenAI says which tier served the call: the one asked for, "default" for auto or none
+        asked = body.get("service_tier")
+        tier = asked if isinstance(asked, str) and asked not in ("auto", "") else "default"
         if not body.get("stream"):
             text = "".join(words)
             choice = (
@@ -136,10 +139,11 @@ class MockUpstream:
                 "model": model,
                 "choices": [choice],
                 "usage": usage,
+                "service_tier": tier,
             }
             return Reply(200, orjson.dumps(data), {"content-type": "application/json"}, data)
         obj = "chat.completion.chunk" if chat else "text_completion"
-        base = {"id": rid, "object": obj, "created": created, "model": model}
+        base = {"id": rid, "object": obj, "created": created, "model": model, "service_tier": tier}
 
         def chunk(delta: Any, finish: str | None) -> bytes:
             choice = (

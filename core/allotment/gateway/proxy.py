@@ -23,6 +23,7 @@ from allotment.gateway.usage import anthropic_usage, openai_usage
 from allotment.ids import new_request_id
 from allotment.intents import estimate_tokens, extract_tags, input_upper_bound, text_bytes
 from allotment.money import usd_string
+from allotment.service_tiers import canonical_tier
 from allotment.types import UNRECORDED, CallIntent, EndpointMode, Outcome, Usage
 
 PATHS = {
@@ -141,6 +142,11 @@ def _end_user(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _asked_tier(body: dict[str, Any]) -> str | None:
+    """The tier the body asks for (OpenAI and Anthropic both say ``service_tier``), canonical."""
+    return canonical_tier(body.get("service_tier"), requested=True)
+
+
 def _upstream_body(
     body: dict[str, Any],
     call: Call,
@@ -213,6 +219,7 @@ async def handle(gateway: GatewayState, request: Request, route: str) -> Respons
             trace_id=tags.trace_id,
             retry_of=tags.retry_of,
             end_user=_end_user(body),
+            service_tier=_asked_tier(body),
         )
         started = time.perf_counter()
         admission = await gateway.admit(intent)
@@ -284,7 +291,11 @@ def _reply_usage(call: Call, body: dict[str, Any], reply: Reply) -> Usage:
     data = reply.data if isinstance(reply.data, dict) else {}
     usage = data.get("usage")
     if isinstance(usage, dict):
-        parsed = anthropic_usage(usage) if call.dialect == "anthropic" else openai_usage(usage)
+        parsed = (
+            anthropic_usage(usage)
+            if call.dialect == "anthropic"
+            else openai_usage(usage, data.get("service_tier"))
+        )
         if parsed is not None:
             return parsed
     # no usage block: estimate from what we can see, and say so
@@ -302,6 +313,7 @@ def _reply_usage(call: Call, body: dict[str, Any], reply: Reply) -> Usage:
         input_tokens=estimate_tokens(text_bytes(body)),
         output_tokens=estimate_tokens(text),
         estimated=True,
+        service_tier=canonical_tier(data.get("service_tier")),
     )
 
 

@@ -20,6 +20,7 @@ from allotment.gateway.routes_admin import check_admin
 from allotment.ids import new_request_id
 from allotment.intents import extract_tags, input_upper_bound
 from allotment.money import to_decimal, usd_string
+from allotment.service_tiers import canonical_tier
 from allotment.types import UNRECORDED, CallIntent, EndpointMode, Outcome, Usage
 from allotment.usage_parsers import parse_usage
 
@@ -87,6 +88,10 @@ async def authorize(request: Request, gateway: GatewayDep) -> Response:
             trace_id=body.get("trace_id") or tags.trace_id,
             retry_of=body.get("retry_of") or tags.retry_of,
             end_user=body.get("end_user") or body.get("user"),
+            # the tier asked of the provider: the reservation covers its price
+            service_tier=canonical_tier(
+                body.get("service_tier") or headers.get("x-allotment-service-tier"), requested=True
+            ),
         )
         admission = await runtime.admit_async(intent)
     except AllotmentError as exc:
@@ -142,7 +147,12 @@ async def settle(request: Request, gateway: GatewayDep) -> Response:
             raise InvalidRequest("`outcome` is success, error or cancelled") from None
         if isinstance(body.get("provider_usage"), dict):
             # the provider's own usage block, e.g. {"format": "openai", "provider_usage": {...}}
-            usage = parse_usage(str(body.get("format", "openai")), body["provider_usage"])
+            # and the tier the provider reported outside it (OpenAI's top-level service_tier)
+            usage = parse_usage(
+                str(body.get("format", "openai")),
+                body["provider_usage"],
+                service_tier=body.get("service_tier"),
+            )
         elif isinstance(body.get("usage"), dict):
             usage = Usage.from_dict(body["usage"])
         else:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,6 +21,7 @@ from allotment.gateway.forwarding import ByteSource, UpstreamError
 from allotment.gateway.usage import anthropic_usage, merge_anthropic_stream, openai_usage
 from allotment.intents import estimate_tokens
 from allotment.money import usd_string
+from allotment.service_tiers import canonical_tier
 from allotment.types import Outcome, Usage, UsageEvent
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class OpenAITracker(Tracker):
         super().__init__(input_estimate)
         self.strip_usage = strip_usage
         self.reported: Usage | None = None
+        self.service_tier: object = None  # every chunk says which tier serves the stream
 
     def feed(self, event: bytes) -> bytes | None:
         data = _data_of(event)
@@ -86,6 +89,8 @@ class OpenAITracker(Tracker):
         if "error" in chunk:
             self.error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": data}
             return event
+        if chunk.get("service_tier") is not None:
+            self.service_tier = chunk["service_tier"]
         choices = chunk.get("choices") or ()
         for choice in choices:
             delta = choice.get("delta")
@@ -105,13 +110,18 @@ class OpenAITracker(Tracker):
                 self.output_bytes += len(text.encode())
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self.reported = openai_usage(usage) or self.reported
+            self.reported = openai_usage(usage, self.service_tier) or self.reported
             if self.strip_usage and not choices:
                 return None
         return event
 
     def usage(self) -> Usage:
-        return self.reported if self.reported is not None else self._estimated()
+        if self.reported is not None:
+            return self.reported
+        estimated = self._estimated()
+        if self.service_tier is None:
+            return estimated
+        return replace(estimated, service_tier=canonical_tier(self.service_tier))
 
 
 class AnthropicTracker(Tracker):

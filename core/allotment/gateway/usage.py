@@ -19,13 +19,14 @@ log = logging.getLogger("allotment.gateway")
 __all__ = ["anthropic_usage", "merge_anthropic_stream", "openai_usage"]
 
 
-def openai_usage(data: Mapping[str, Any]) -> Usage | None:
+def openai_usage(data: Mapping[str, Any], service_tier: object = None) -> Usage | None:
+    """``service_tier``: the response's (or chunk's) top-level ``service_tier``."""
     try:
         if "cache_creation_input_tokens" in data or "cache_read_input_tokens" in data:
             # LiteLLM's OpenAI-shaped answer for Anthropic-style caching: prompt_tokens also
             # holds the cache writes, which from_openai would price as fresh input
-            return from_litellm(data)
-        return from_openai(data)
+            return from_litellm(data, service_tier=service_tier)
+        return from_openai(data, service_tier=service_tier)
     except InvalidRequest as exc:
         log.warning("unusable usage from an OpenAI-compatible provider: %s", exc.message)
         return None

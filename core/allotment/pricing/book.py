@@ -17,6 +17,7 @@ from pathlib import Path
 from allotment.errors import ConfigError, PricingError
 from allotment.money import NANOS_PER_DOLLAR, TOKENS_PER_MILLION
 from allotment.pricing.cards import ModelRates, RateCard, Tier, iter_card_files, load_card
+from allotment.service_tiers import BATCH, COMMITTED, COMMITTED_CAPACITY, SERVICE_TIER_UNPRICED, STANDARD
 from allotment.types import MAX_TOKENS_PER_FIELD, Price, Usage
 
 TOKEN_CLASSES = ("input", "cache_read", "cache_write", "cache_write_1h", "output")
@@ -37,6 +38,7 @@ _BEDROCK_ARN = re.compile(
     r"^arn:aws[a-z-]*:bedrock:[^:]*:[^:]*:(?:inference-profile|foundation-model)/(?P<id>.+)$"
 )
 _NANOS = Decimal(NANOS_PER_DOLLAR)
+_STANDARDS = frozenset({STANDARD, BATCH})
 _ZERO = Decimal(0)
 _CACHE_LIMIT = 50_000
 
@@ -56,7 +58,7 @@ class Resolution:
 
 @dataclass(frozen=True, slots=True)
 class UnitPrices:
-    """The per-1M prices that apply to one request after tier selection and batch."""
+    """The per-1M prices that apply to one request after tier selection (before batch)."""
 
     input: Decimal
     cache_read: Decimal
@@ -64,13 +66,23 @@ class UnitPrices:
     cache_write_1h: Decimal
     output: Decimal
     tier: int | None  # the threshold of the tier in force, None for base prices
+    service_tier: str | None = None  # the service tier whose prices apply; None for standard
+    flags: tuple[str, ...] = ()  # ``service_tier_unpriced`` / ``committed_capacity``
 
 
-def unit_prices(rates: ModelRates, total_input_tokens: int) -> UnitPrices:
-    """Apply the tier rule: above a threshold the whole request uses that tier's prices.
+def unit_prices(rates: ModelRates, total_input_tokens: int, service_tier: str | None = None) -> UnitPrices:
+    """The prices of a request with this much input, served on ``service_tier`` (canonical).
 
-    An absent cache price in a tier inherits the base entry's explicit price (LiteLLM's
-    rule); an absent cache price anywhere falls back to the input price in force.
+    The context-tier rule: above a threshold the whole request uses that tier's prices. An
+    absent cache price in a tier inherits the base entry's explicit price (LiteLLM's rule); an
+    absent cache price anywhere falls back to the input price in force.
+
+    The service-tier rule (``docs/rate-cards.md``): standard, None and ``batch`` (a batch
+    discount, applied by the caller) use the prices above. A tier the entry prices by
+    ``multiplier`` scales every token price in force; one with explicit prices replaces them,
+    using its own context tier at the standard threshold in force. A tier the entry does not
+    price (or, with explicit prices, not at this request's context tier) is priced at standard
+    and flagged ``service_tier_unpriced`` (``committed_capacity`` for ``scale``/``reserved``).
     """
     tier: Tier | None = None
     for candidate in rates.tiers:
@@ -84,26 +96,62 @@ def unit_prices(rates: ModelRates, total_input_tokens: int) -> UnitPrices:
         read = tier.cache_read if tier.cache_read is not None else rates.cache_read
         write = tier.cache_write if tier.cache_write is not None else rates.cache_write
         write_1h = tier.cache_write_1h if tier.cache_write_1h is not None else rates.cache_write_1h
+    threshold = None if tier is None else tier.above_input_tokens
+    priced_tier: str | None = None
+    flags: tuple[str, ...] = ()
+    multiplier: Decimal | None = None
+    if service_tier is not None and service_tier not in _STANDARDS:
+        rated = rates.service_tiers.get(service_tier)
+        own = None
+        if rated is not None and rated.multiplier is None:
+            own = rated if threshold is None else rated.tier_above(threshold)
+        if rated is not None and rated.multiplier is not None:
+            multiplier, priced_tier = rated.multiplier, service_tier
+        elif rated is not None and own is not None:
+            priced_tier = service_tier
+            input_price, output_price = _given(own.input), _given(own.output)
+            # within the service tier its context tiers inherit its own cache prices; a cache
+            # price it never lists is the standard one in force
+            read = _first(own.cache_read, rated.cache_read, read)
+            write = _first(own.cache_write, rated.cache_write, write)
+            write_1h = _first(own.cache_write_1h, rated.cache_write_1h, write_1h)
+        else:
+            flags = (COMMITTED_CAPACITY,) if service_tier in COMMITTED else (SERVICE_TIER_UNPRICED,)
     read = input_price if read is None else read
     write = input_price if write is None else write
     write_1h = write if write_1h is None else write_1h
+    prices = [input_price, read, write, write_1h, output_price]
+    if multiplier is not None:
+        prices = [price * multiplier for price in prices]
     return UnitPrices(
-        input=input_price,
-        cache_read=read,
-        cache_write=write,
-        cache_write_1h=write_1h,
-        output=output_price,
-        tier=None if tier is None else tier.above_input_tokens,
+        input=prices[0],
+        cache_read=prices[1],
+        cache_write=prices[2],
+        cache_write_1h=prices[3],
+        output=prices[4],
+        tier=threshold,
+        service_tier=priced_tier,
+        flags=flags,
     )
+
+
+def _given(price: Decimal | None) -> Decimal:
+    assert price is not None  # the card validator requires input and output on explicit tiers
+    return price
+
+
+def _first(*prices: Decimal | None) -> Decimal | None:
+    return next((price for price in prices if price is not None), None)
 
 
 def _to_nanos(dollars: Decimal) -> int:
     return int((dollars * _NANOS).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
-def is_batch(endpoint_mode: object) -> bool:
-    """Whether an endpoint mode (an ``EndpointMode`` or its value) is the batch API's."""
-    return str(getattr(endpoint_mode, "value", endpoint_mode)).lower() == "batch"
+def is_batch(endpoint_mode: object, service_tier: str | None = None) -> bool:
+    """Whether a call gets the batch price: the batch API's endpoint mode (an ``EndpointMode``
+    or its value), or a provider reporting it served the call on its batch tier (Anthropic)."""
+    return service_tier == BATCH or str(getattr(endpoint_mode, "value", endpoint_mode)).lower() == "batch"
 
 
 def _instant(at: datetime) -> datetime:
@@ -317,8 +365,10 @@ class RateCardBook:
         input_tokens: int,
         max_output_tokens: int | None,
         endpoint_mode: str = "sync",
+        service_tier: str | None = None,
     ) -> Price:
-        """The most a request can cost: all input as fresh input, and every output token.
+        """The most a request can cost: all input as fresh input, and every output token,
+        on ``service_tier`` (canonical; None for standard).
 
         Without ``max_output_tokens`` the entry's ``max_output_tokens`` is used, then the
         room left in its ``context_window``; with neither, the model cannot be bounded.
@@ -336,7 +386,11 @@ class RateCardBook:
                 code="unbounded_output",
                 details={"provider": provider, "model": model},
             )
-        usage = Usage(input_tokens=input_tokens, output_tokens=min(output, MAX_TOKENS_PER_FIELD))
+        usage = Usage(
+            input_tokens=input_tokens,
+            output_tokens=min(output, MAX_TOKENS_PER_FIELD),
+            service_tier=service_tier,
+        )
         return price_with(resolution, usage, endpoint_mode)
 
     def max_affordable_output_tokens(
@@ -347,15 +401,16 @@ class RateCardBook:
         input_tokens: int,
         budget_nanos: int,
         endpoint_mode: str = "sync",
+        service_tier: str | None = None,
     ) -> int:
         """The largest output count whose exact price (with ``input_tokens`` fresh) fits the budget.
 
-        The tier is the one the input puts the request in. The result is capped at the
+        The tier is the one the input puts the request in, on ``service_tier``. The result is capped at the
         entry's ``max_output_tokens`` (or the token ceiling); 0 if the input alone does not fit.
         """
         rates = self.entry(provider, model, at)
-        prices = unit_prices(rates, input_tokens)
-        multiplier = rates.batch if is_batch(endpoint_mode) else Decimal(1)
+        prices = unit_prices(rates, input_tokens, service_tier)
+        multiplier = rates.batch if is_batch(endpoint_mode, service_tier) else Decimal(1)
         cap = rates.max_output_tokens if rates.max_output_tokens is not None else MAX_TOKENS_PER_FIELD
         with localcontext() as ctx:
             ctx.prec = 60
@@ -373,8 +428,8 @@ class RateCardBook:
 
 def exact_costs(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") -> dict[str, Decimal]:
     """Unrounded USD per component ("input", ..., "per_call") for ``usage`` priced by ``rates``."""
-    prices = unit_prices(rates, usage.total_input_tokens)
-    multiplier = rates.batch if is_batch(endpoint_mode) else None
+    prices = unit_prices(rates, usage.total_input_tokens, usage.service_tier)
+    multiplier = rates.batch if is_batch(endpoint_mode, usage.service_tier) else None
     counts = (
         ("input", usage.input_tokens, prices.input),
         ("cache_read", usage.cache_read_tokens, prices.cache_read),
@@ -413,7 +468,8 @@ def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync"
     ``exact_costs`` to the nano-dollar (``tests/core/test_pricing_integer.py`` checks both).
     """
     rates = resolution.rates
-    scaled = scaled_prices(rates, usage.total_input_tokens, is_batch(endpoint_mode))
+    tier = usage.service_tier
+    scaled = scaled_prices(rates, usage.total_input_tokens, is_batch(endpoint_mode, tier), tier)
     scale = scaled.scale
     total = 0
     components = dict.fromkeys(COMPONENT_KEYS, 0)
@@ -439,13 +495,20 @@ def price_with(resolution: Resolution, usage: Usage, endpoint_mode: str = "sync"
         provider=resolution.card.provider,
         model=resolution.model,
         components=components,
-        flags=("deprecated_model",) if rates.deprecated else (),
+        flags=_flags(rates, scaled),
     )
+
+
+def _flags(rates: ModelRates, scaled: ScaledPrices) -> tuple[str, ...]:
+    if rates.deprecated:
+        return ("deprecated_model", *scaled.flags)
+    return scaled.flags
 
 
 def amount_nanos(rates: ModelRates, usage: Usage, endpoint_mode: str = "sync") -> int:
     """``price_with(...).amount_nanos`` without the informational components (bulk ingestion)."""
-    return scaled_prices(rates, usage.total_input_tokens, is_batch(endpoint_mode)).amount(usage)
+    tier = usage.service_tier
+    return scaled_prices(rates, usage.total_input_tokens, is_batch(endpoint_mode, tier), tier).amount(usage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +523,7 @@ class ScaledPrices:
     output: int
     tool_call: int
     search_call: int
+    flags: tuple[str, ...] = ()  # the service tier's pricing flags (see ``unit_prices``)
 
     def amount(self, usage: Usage) -> int:
         """What ``usage`` costs at these prices, in nanos: summed exactly, rounded half-even once."""
@@ -475,13 +539,18 @@ class ScaledPrices:
         )
 
 
-_SCALED: dict[tuple[int, int | None, bool], tuple[ModelRates, ScaledPrices]] = {}
+_SCALED: dict[tuple[int, int | None, bool, str | None], tuple[ModelRates, ScaledPrices]] = {}
 
 
-def scaled_prices(rates: ModelRates, total_input_tokens: int, batch: bool) -> ScaledPrices:
-    """The entry's integer prices for a call with this many input tokens (its tier), cached."""
-    prices = unit_prices(rates, total_input_tokens)
-    key = (id(rates), prices.tier, batch)
+def scaled_prices(
+    rates: ModelRates, total_input_tokens: int, batch: bool, service_tier: str | None = None
+) -> ScaledPrices:
+    """The entry's integer prices for a call with this many input tokens (its tier) on this
+    service tier, cached."""
+    if service_tier in _STANDARDS:
+        service_tier = None  # one cache entry for standard however it was reported
+    prices = unit_prices(rates, total_input_tokens, service_tier)
+    key = (id(rates), prices.tier, batch, service_tier)
     hit = _SCALED.get(key)
     if hit is not None and hit[0] is rates:
         return hit[1]
@@ -509,7 +578,8 @@ def _scale(rates: ModelRates, prices: UnitPrices, batch: bool) -> ScaledPrices:
     numerators = [int(v.scaleb(exponent)) for v in values]
     if any(Decimal(n) != v.scaleb(exponent) for n, v in zip(numerators, values, strict=True)):
         raise PricingError(f"a price of {rates.name} cannot be represented exactly")
-    return ScaledPrices(scale, *numerators)
+    input_, read, write, write_1h, output, tool_call, search_call = numerators
+    return ScaledPrices(scale, input_, read, write, write_1h, output, tool_call, search_call, prices.flags)
 
 
 def _round_half_even(numerator: int, scale: int) -> int:

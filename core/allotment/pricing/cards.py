@@ -9,7 +9,7 @@ import importlib.resources
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +19,7 @@ import yaml
 
 from allotment.errors import ConfigError
 from allotment.money import to_decimal
+from allotment.service_tiers import valid_card_tier_name
 
 ENV_CARD_DIRS = "ALLOTMENT_RATE_CARDS"
 CARD_SUFFIXES = (".yaml", ".yml")
@@ -35,6 +36,7 @@ _MODEL_KEYS = frozenset(
         "aliases",
         "batch",
         "tiers",
+        "service_tiers",
         "per_call",
         "max_output_tokens",
         "context_window",
@@ -44,6 +46,7 @@ _MODEL_KEYS = frozenset(
     }
 )
 _TIER_KEYS = frozenset({"above_input_tokens", *_PRICE_KEYS})
+_SERVICE_TIER_KEYS = frozenset({"multiplier", "tiers", "notes", *_PRICE_KEYS})
 _BOOL_TEXT = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
@@ -64,6 +67,34 @@ class Tier:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceTierRates:
+    """A model's prices on one service tier (``priority``, ``flex`` ...): one of two forms.
+
+    ``multiplier``: every token price in force at standard (after the context tier) times it.
+    Explicit: ``input`` and ``output`` (and any cache prices) replace the standard prices, and
+    ``tiers`` gives this service tier's own long-context prices; a cache price it does not list
+    is the standard one in force. See ``allotment.pricing.book.unit_prices``.
+    """
+
+    name: str
+    multiplier: Decimal | None = None
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cache_read: Decimal | None = None
+    cache_write: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    tiers: tuple[Tier, ...] = ()
+    notes: str | None = None
+
+    def tier_above(self, above_input_tokens: int) -> Tier | None:
+        """This service tier's own context tier at a standard threshold, if it lists one."""
+        for tier in self.tiers:
+            if tier.above_input_tokens == above_input_tokens:
+                return tier
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRates:
     """One model's entry in a card. Prices are USD per 1M tokens; ``None`` means "not listed"."""
 
@@ -76,6 +107,7 @@ class ModelRates:
     aliases: tuple[str, ...] = ()
     batch: Decimal = Decimal(1)
     tiers: tuple[Tier, ...] = ()
+    service_tiers: Mapping[str, ServiceTierRates] = field(default_factory=lambda: MappingProxyType({}))
     per_call: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
     max_output_tokens: int | None = None
     context_window: int | None = None
@@ -199,8 +231,8 @@ def _unknown(path: str, key: str, key_node: yaml.Node, allowed: frozenset[str], 
 # --- the card structure -------------------------------------------------------------
 
 
-def _tier(path: str, node: yaml.Node, model: str) -> Tier:
-    what = f"a tier of model {model!r}"
+def _tier(path: str, node: yaml.Node, owner: str) -> Tier:
+    what = f"a tier of {owner}"
     values: dict[str, object] = {}
     for key, key_node, value_node in _mapping(path, node, what):
         _unknown(path, key, key_node, _TIER_KEYS, what)
@@ -214,21 +246,76 @@ def _tier(path: str, node: yaml.Node, model: str) -> Tier:
     return Tier(**values)  # type: ignore[arg-type]
 
 
-def _tiers(path: str, node: yaml.Node, model: str) -> tuple[Tier, ...]:
+def _tiers(path: str, node: yaml.Node, owner: str) -> tuple[Tier, ...]:
+    """A context-tier list of ``owner`` (``model 'x'``, or a service tier of it)."""
     if not isinstance(node, yaml.SequenceNode):
-        raise _invalid(_at(path, node), f"tiers of model {model!r} must be a list")
+        raise _invalid(_at(path, node), f"tiers of {owner} must be a list")
     tiers: list[Tier] = []
     for item in node.value:
-        tier = _tier(path, item, model)
+        tier = _tier(path, item, owner)
         if tiers and tier.above_input_tokens <= tiers[-1].above_input_tokens:
             # Resolution picks the last tier whose threshold is exceeded: order must be strict.
             raise _invalid(
                 _at(path, item),
-                f"tiers of model {model!r} must be sorted by above_input_tokens with distinct "
+                f"tiers of {owner} must be sorted by above_input_tokens with distinct "
                 f"thresholds ({tier.above_input_tokens} after {tiers[-1].above_input_tokens})",
             )
         tiers.append(tier)
     return tuple(tiers)
+
+
+def _service_tier(
+    path: str, name: str, key_node: yaml.Node, node: yaml.Node, model: ModelRates
+) -> ServiceTierRates:
+    what = f"service tier {name!r} of model {model.name!r}"
+    why = valid_card_tier_name(name)
+    if why is not None:
+        raise _invalid(_at(path, key_node), f"{what}: the name {why}")
+    values: dict[str, object] = {"name": name}
+    for key, k_node, v_node in _mapping(path, node, what):
+        _unknown(path, key, k_node, _SERVICE_TIER_KEYS, what)
+        if key == "multiplier":
+            values[key] = _price(path, v_node, f"multiplier of {what}")
+        elif key == "tiers":
+            values[key] = _tiers(path, v_node, what)
+        elif key == "notes":
+            values[key] = _text(path, v_node, f"notes of {what}")
+        else:
+            values[key] = _price(path, v_node, f"{key} price of {what}")
+    explicit = [key for key in (*_PRICE_KEYS, "tiers") if key in values]
+    if "multiplier" in values:
+        if explicit:
+            raise _invalid(
+                _at(path, key_node),
+                f"{what} gives both a multiplier and {', '.join(explicit)}: use one form or the other",
+            )
+    else:
+        for required in ("input", "output"):
+            if required not in values:
+                raise _invalid(
+                    _at(path, key_node),
+                    f"{what} needs a multiplier, or explicit prices with at least "
+                    f"'input' and 'output' (missing {required!r})",
+                )
+    standard = {tier.above_input_tokens for tier in model.tiers}
+    for tier in values.get("tiers", ()):  # type: ignore[attr-defined]
+        if tier.above_input_tokens not in standard:
+            # a request is put in its context tier by the standard thresholds: an unmatched
+            # threshold here could never apply, and is almost certainly a typo
+            raise _invalid(
+                _at(path, key_node),
+                f"{what}: tier above_input_tokens {tier.above_input_tokens} matches none of the "
+                f"model's own tiers ({', '.join(map(str, sorted(standard))) or 'none'})",
+            )
+    return ServiceTierRates(**values)  # type: ignore[arg-type]
+
+
+def _service_tiers(path: str, node: yaml.Node, model: ModelRates) -> Mapping[str, ServiceTierRates]:
+    what = f"service_tiers of model {model.name!r}"
+    found: dict[str, ServiceTierRates] = {}
+    for name, key_node, value_node in _mapping(path, node, what):
+        found[name] = _service_tier(path, name, key_node, value_node, model)
+    return MappingProxyType(found)
 
 
 def _aliases(path: str, node: yaml.Node, model: str) -> tuple[str, ...]:
@@ -251,16 +338,19 @@ def _per_call(path: str, node: yaml.Node, model: str) -> Mapping[str, Decimal]:
 def _model(path: str, name: str, key_node: yaml.Node, node: yaml.Node) -> ModelRates:
     what = f"model {name!r}"
     values: dict[str, object] = {"name": name, "line": key_node.start_mark.line + 1}
+    service_tiers: yaml.Node | None = None
     for key, k_node, v_node in _mapping(path, node, what):
         _unknown(path, key, k_node, _MODEL_KEYS, what)
-        if key in _PRICE_KEYS:
+        if key == "service_tiers":
+            service_tiers = v_node  # read once the model's own tiers are known
+        elif key in _PRICE_KEYS:
             values[key] = _price(path, v_node, f"{key} price of {what}")
         elif key == "batch":
             values[key] = _price(path, v_node, f"batch multiplier of {what}")
         elif key == "aliases":
             values[key] = _aliases(path, v_node, name)
         elif key == "tiers":
-            values[key] = _tiers(path, v_node, name)
+            values[key] = _tiers(path, v_node, f"model {name!r}")
         elif key == "per_call":
             values[key] = _per_call(path, v_node, name)
         elif key in ("max_output_tokens", "context_window"):
@@ -272,7 +362,10 @@ def _model(path: str, name: str, key_node: yaml.Node, node: yaml.Node) -> ModelR
     for required in ("input", "output"):
         if required not in values:
             raise _invalid(_at(path, key_node), f"{what} needs an {required!r} price")
-    return ModelRates(**values)  # type: ignore[arg-type]
+    rates = ModelRates(**values)  # type: ignore[arg-type]
+    if service_tiers is None:
+        return rates
+    return replace(rates, service_tiers=_service_tiers(path, service_tiers, rates))
 
 
 def parse_card(text: str, path: str = "<memory>") -> RateCard:

@@ -39,6 +39,15 @@ _TIER_FIELDS = {
     "cache_creation_input_token_cost": "cache_write",
     "cache_creation_input_token_cost_above_1hr": "cache_write_1h",
 }
+# Service-tier prices: a price key, optionally at a threshold, with the tier as a suffix
+# ("input_cost_per_token_priority", "output_cost_per_token_above_272k_tokens_flex").
+SERVICE_TIER_SUFFIXES = ("flex", "priority", "ultrafast", "decisions", "balanced")
+_SERVICE_TIER_KEY = re.compile(
+    r"^(?P<kind>input_cost_per_token|output_cost_per_token|cache_read_input_token_cost|"
+    r"cache_creation_input_token_cost_above_1hr|cache_creation_input_token_cost)"
+    r"(?:_above_(?P<n>\d+(?:\.\d+)?)(?P<k>k?)_tokens)?"
+    r"_(?P<tier>" + "|".join(SERVICE_TIER_SUFFIXES) + r")$"
+)
 _BASE_FIELDS = {
     "cache_read": "cache_read_input_token_cost",
     "cache_write": "cache_creation_input_token_cost",
@@ -164,6 +173,45 @@ def _tiers(entry: Mapping[str, Any], base: dict[str, Decimal | None]) -> list[di
     return tiers
 
 
+def _service_tiers(entry: Mapping[str, Any], thresholds: set[int]) -> dict[str, dict[str, Any]]:
+    """``service_tiers`` of a card entry from the map's ``_<tier>``-suffixed prices (per 1M).
+
+    A tier needs its own input and output price (else it is left out: priced at standard and
+    flagged). Its long-context prices are kept at the thresholds the entry's own ``tiers``
+    have (a request's context tier is chosen by those), each needing input and output too.
+    """
+    found: dict[str, dict[int | None, dict[str, Decimal]]] = {}
+    for key, value in entry.items():
+        match = _SERVICE_TIER_KEY.match(key)
+        price = _decimal(value)
+        if match is None or price is None or price < 0:
+            continue
+        threshold = None
+        if match["n"] is not None:
+            threshold = int(Decimal(match["n"]) * (1000 if match["k"] else 1))
+        prices = found.setdefault(match["tier"], {}).setdefault(threshold, {})
+        prices[_TIER_FIELDS[match["kind"]]] = price
+    result: dict[str, dict[str, Any]] = {}
+    for tier in sorted(found):
+        levels = found[tier]
+        own = levels.get(None, {})
+        if "input" not in own or "output" not in own:
+            continue
+        rendered: dict[str, Any] = {
+            name: per_million(own[name]) for name in _TIER_FIELDS.values() if name in own
+        }
+        context = [
+            {"above_input_tokens": threshold}
+            | {name: per_million(prices[name]) for name in _TIER_FIELDS.values() if name in prices}
+            for threshold, prices in sorted((t, p) for t, p in levels.items() if t is not None)
+            if threshold in thresholds and "input" in prices and "output" in prices
+        ]
+        if context:
+            rendered["tiers"] = context
+        result[tier] = rendered
+    return result
+
+
 def _batch(entry: Mapping[str, Any]) -> tuple[Decimal | None, bool]:
     """The uniform batch ratio, and whether batch prices existed but were not uniform."""
     pairs = [
@@ -235,6 +283,9 @@ def convert_entry(
             {k: (v if k == "above_input_tokens" else per_million(v)) for k, v in tier.items()}
             for tier in tiers
         ]
+    service_tiers = _service_tiers(entry, {tier["above_input_tokens"] for tier in tiers})
+    if service_tiers:
+        result["service_tiers"] = service_tiers
     batch, not_uniform = _batch(entry)
     if batch is not None and batch != 1:
         result["batch"] = batch
@@ -275,6 +326,16 @@ def _scalar(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid YAML double-quoted scalar
 
 
+def _render_tiers(tiers: list[dict[str, Any]], indent: str) -> list[str]:
+    lines = [f"{indent}tiers:"]
+    for tier in tiers:
+        items = list(tier.items())
+        first_key, first_value = items[0]
+        lines.append(f"{indent}  - {first_key}: {_scalar(first_value)}")
+        lines.extend(f"{indent}    {k}: {_scalar(v)}" for k, v in items[1:])
+    return lines
+
+
 def render_card(
     provider: str, version: str, effective_from: date, source: str, models: Mapping[str, Any]
 ) -> str:
@@ -290,12 +351,16 @@ def render_card(
         lines.append(f"  {_scalar(model)}:")
         for key, value in models[model].items():
             if key == "tiers":
-                lines.append("    tiers:")
-                for tier in value:
-                    items = list(tier.items())
-                    first_key, first_value = items[0]
-                    lines.append(f"      - {first_key}: {_scalar(first_value)}")
-                    lines.extend(f"        {k}: {_scalar(v)}" for k, v in items[1:])
+                lines.extend(_render_tiers(value, "    "))
+            elif key == "service_tiers":
+                lines.append("    service_tiers:")
+                for tier_name, prices in value.items():
+                    lines.append(f"      {tier_name}:")
+                    for price_key, price in prices.items():
+                        if price_key == "tiers":
+                            lines.extend(_render_tiers(price, "        "))
+                        else:
+                            lines.append(f"        {price_key}: {_scalar(price)}")
             elif key == "per_call":
                 inner = ", ".join(f"{k}: {_scalar(v)}" for k, v in value.items())
                 lines.append(f"    per_call: {{{inner}}}")

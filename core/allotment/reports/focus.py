@@ -1,5 +1,9 @@
 """FinOps FOCUS 1.3 cost-and-usage rows: provider x model x token class x price x local day.
 
+A price is the card's for the call's context tier, service tier and batch: ``SkuPriceId`` ends in
+``-ondemand``, ``-batch`` or the service tier priced (``-priority``, ``-flex``); ``x_ServiceTier``
+is the tier the provider reported serving on (empty when it did not say).
+
 We are not the invoice issuer, so BilledCost is 0 and Effective/List/ContractedCost carry the spend.
 The rows are the CSV's cells; ``parquet_bytes`` writes the same rows with an explicit Arrow schema.
 """
@@ -19,7 +23,7 @@ from sqlalchemy import text
 from allotment.db.ledger import parse_ts
 from allotment.errors import InvalidRequest
 from allotment.money import usd_string
-from allotment.pricing.book import exact_costs, unit_prices
+from allotment.pricing.book import exact_costs, is_batch, unit_prices
 from allotment.reports.common import allocate
 from allotment.reports.periods import day_start_utc, period_days
 from allotment.types import Usage
@@ -116,6 +120,7 @@ PARQUET_TYPES: dict[str, tuple[str, bool]] = {
     "x_Enforced": ("bool", False),
     "x_WorkflowId": ("string", True),
     "x_EndpointMode": ("string", False),
+    "x_ServiceTier": ("string", True),
 }
 COLUMNS = tuple(PARQUET_TYPES)
 
@@ -134,7 +139,8 @@ def _event_rows(rt: Runtime, start: datetime, end: datetime) -> Any:
     sql = text(
         "SELECT ts, kind, team_id, cost_center, provider, model, endpoint_mode, input_tokens, "
         "cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, cost_nanos, "
-        "card_version, enforced, labels FROM usage_events WHERE ts >= :t0 AND ts < :t1 ORDER BY id"
+        "card_version, enforced, labels, service_tier FROM usage_events "
+        "WHERE ts >= :t0 AND ts < :t1 ORDER BY id"
     )
     with rt.engine.connect() as conn:
         yield from conn.execute(sql, {"t0": rt.ledger.ts(start), "t1": rt.ledger.ts(end)})
@@ -155,6 +161,7 @@ def focus_rows(rt: Runtime, period: str) -> list[dict[str, Any]]:
             cache_write_tokens=int(r[9]),
             cache_write_1h_tokens=int(r[10]),
             output_tokens=int(r[11]),
+            service_tier=r[16],
         )
         mode = str(r[6])
         counts = {
@@ -167,12 +174,16 @@ def focus_rows(rt: Runtime, period: str) -> list[dict[str, Any]]:
         resolution = book.find(str(r[4]), str(r[5]), ts)
         prices: dict[str, Decimal | None] = dict.fromkeys(CLASSES)
         tier = None
+        batch = is_batch(mode, usage.service_tier)
+        variant = "batch" if batch else "ondemand"
         if resolution is not None:
             exact = exact_costs(resolution.rates, usage, mode)
-            unit = unit_prices(resolution.rates, usage.total_input_tokens)
-            multiplier = resolution.rates.batch if mode == "batch" else Decimal(1)
+            unit = unit_prices(resolution.rates, usage.total_input_tokens, usage.service_tier)
+            multiplier = resolution.rates.batch if batch else Decimal(1)
             prices = {c: getattr(unit, c) * multiplier for c in CLASSES}
             tier = unit.tier
+            if unit.service_tier is not None:  # priced on this tier (not standard for want of a price)
+                variant = unit.service_tier if not batch else f"{unit.service_tier}-batch"
             weights = {c: int(exact[c] * 10**15) for c in CLASSES}
         else:
             weights = dict(counts)
@@ -188,7 +199,20 @@ def focus_rows(rt: Runtime, period: str) -> list[dict[str, Any]]:
         for cls, tokens in counts.items():
             if not tokens and not shares[cls]:
                 continue
-            key = (day, str(r[4]), str(r[5]), cls, mode, tier, str(r[13]), str(r[1]), tag_key, bool(r[14]))
+            key = (
+                day,
+                str(r[4]),
+                str(r[5]),
+                cls,
+                mode,
+                tier,
+                str(r[13]),
+                str(r[1]),
+                tag_key,
+                bool(r[14]),
+                variant,
+                usage.service_tier,
+            )
             row = groups[key]
             row.tokens += tokens
             row.cost += shares[cls]
@@ -213,18 +237,20 @@ def _iso(instant: datetime) -> str:
 def _focus_row(
     key: tuple[Any, ...], row: _Row, billing: tuple[str, str], org: str, org_id: str, tz: Any
 ) -> dict[str, Any]:
-    day, provider, model, cls, mode, tier, card, kind, tag_key, enforced = key
+    day, provider, model, cls, mode, tier, card, kind, tag_key, enforced, priced_as, served = key
     suffix, meter, direction, cache_action = CLASSES[cls]
     vendor, service = VENDORS.get(provider, (provider.title(), f"{provider.title()} API"))
-    variant = ("batch" if mode == "batch" else "ondemand") + (f"-above-{tier}" if tier is not None else "")
+    variant = priced_as + (f"-above-{tier}" if tier is not None else "")
     tags = {k: v for k, v in orjson.loads(tag_key).items() if v is not None}
     cost = usd_string(row.cost)
     unit = None if row.unit_price is None else _dec(row.unit_price)
     details: dict[str, Any] = {"ModelId": model, "ModelDeveloper": vendor, "TokenDirection": direction}
     if cache_action:
         details["TokenCacheAction"] = cache_action
-    if mode == "batch":
+    if mode == "batch" or priced_as.endswith("batch"):
         details["x_Batch"] = True
+    if served is not None:
+        details["x_ServiceTier"] = served
     if tier is not None:
         details["x_AboveInputTokens"] = tier
     if cls == "cache_write_1h":
@@ -296,6 +322,7 @@ def _focus_row(
         "x_Enforced": enforced,
         "x_WorkflowId": workflow,
         "x_EndpointMode": mode,
+        "x_ServiceTier": served,
     }
 
 

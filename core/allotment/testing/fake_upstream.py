@@ -10,6 +10,7 @@ Usage::
     with FakeUpstream() as fake:                      # starts a server thread on a free port
         fake.enqueue(Script(status=429))              # the next request gets OpenAI's real 429
         fake.default = Script(usage=FakeUsage(input_tokens=11, output_tokens=5))
+        fake.enqueue(Script(service_tier="priority"))   # answers as served on priority
         client = openai.OpenAI(base_url=fake.openai_base_url, api_key="sk-test")
         ...
         assert fake.requests[-1].json["model"] == "gpt-4o"
@@ -17,6 +18,11 @@ Usage::
 Routes: ``POST /v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/messages``.
 Scripts are consumed first-in first-out; when the queue is empty ``default`` answers.
 ``Script.match`` restricts a queued script to requests whose path contains that text.
+
+Service tiers: the fake reports the tier it served on in each provider's own field (OpenAI: the
+response's and every chunk's top-level ``service_tier``; Anthropic: ``usage.service_tier``). It
+serves the tier the request body asks for (``"priority"``, ``"flex"``; ``"auto"`` or none is the
+provider's standard, ``"default"``/``"standard"``) unless ``Script.service_tier`` says otherwise.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class Script:
     :param send_usage: OpenAI streams: ``None`` honours ``stream_options.include_usage``;
         ``False`` never sends the usage chunk (a provider that omits it).
     :param match: only consume this queued script for a path containing this text.
+    :param service_tier: the tier to report serving on, as the provider spells it (e.g.
+        ``"priority"``, or ``"default"`` for OpenAI's standard); ``None`` serves what was asked.
     """
 
     status: int = 200
@@ -83,6 +91,7 @@ class Script:
     send_usage: bool | None = None
     match: str | None = None
     error_body: dict[str, Any] | None = None
+    service_tier: str | None = None
 
 
 @dataclass
@@ -144,7 +153,23 @@ def openai_usage(usage: FakeUsage) -> dict[str, Any]:
     }
 
 
-def anthropic_usage(usage: FakeUsage, output_tokens: int | None = None) -> dict[str, Any]:
+def openai_served_tier(script: Script, body: dict[str, Any]) -> str:
+    """OpenAI's ``service_tier`` answer: the script's, else what was asked ("auto" -> "default")."""
+    if script.service_tier is not None:
+        return script.service_tier
+    asked = body.get("service_tier")
+    return asked if isinstance(asked, str) and asked not in ("auto", "") else "default"
+
+
+def anthropic_served_tier(script: Script, body: dict[str, Any]) -> str:
+    """Anthropic's ``usage.service_tier``: the script's, else "standard" (a request may only ask
+    for "auto" or "standard_only"; priority capacity is a commitment the fake does not have)."""
+    return script.service_tier if script.service_tier is not None else "standard"
+
+
+def anthropic_usage(
+    usage: FakeUsage, output_tokens: int | None = None, service_tier: str = "standard"
+) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
         "cache_creation_input_tokens": usage.cache_write_tokens + usage.cache_write_1h_tokens,
@@ -154,7 +179,7 @@ def anthropic_usage(usage: FakeUsage, output_tokens: int | None = None) -> dict[
             "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
         },
         "output_tokens": usage.output_tokens if output_tokens is None else output_tokens,
-        "service_tier": "standard",
+        "service_tier": service_tier,
     }
 
 
@@ -322,6 +347,7 @@ class FakeUpstream:
         rid = self._id("chatcmpl-" if chat else "cmpl-")
         obj = "chat.completion" if chat else "text_completion"
         words = _words(script, usage)
+        tier = openai_served_tier(script, body)
         if not body.get("stream"):
             text = "".join(words)
             choice: dict[str, Any] = (
@@ -341,6 +367,7 @@ class FakeUpstream:
                 "model": model,
                 "choices": [choice],
                 "usage": openai_usage(usage),
+                "service_tier": tier,
                 "system_fingerprint": "fp_fake",
             }
             return web.json_response(payload, headers={"x-request-id": self._id("req_")})
@@ -377,6 +404,7 @@ class FakeUpstream:
                 "object": chunk_obj,
                 "created": created,
                 "model": model,
+                "service_tier": tier,
                 "system_fingerprint": "fp_fake",
                 "choices": [choice],
             }
@@ -468,6 +496,7 @@ class FakeUpstream:
         model = str(body.get("model", "claude-sonnet-4-5"))
         mid = self._id("msg_fake")
         words = _words(script, usage)
+        tier = anthropic_served_tier(script, body)
         if not body.get("stream"):
             return web.json_response(
                 {
@@ -478,7 +507,7 @@ class FakeUpstream:
                     "content": [{"type": "text", "text": "".join(words)}],
                     "stop_reason": "end_turn",
                     "stop_sequence": None,
-                    "usage": anthropic_usage(usage),
+                    "usage": anthropic_usage(usage, service_tier=tier),
                 },
                 headers={"request-id": self._id("req_")},
             )
@@ -499,7 +528,7 @@ class FakeUpstream:
                 "content": [],
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": anthropic_usage(usage, output_tokens=1),
+                "usage": anthropic_usage(usage, output_tokens=1, service_tier=tier),
             },
         }
         try:
@@ -527,7 +556,7 @@ class FakeUpstream:
                 }
                 await response.write(_sse(delta, "content_block_delta"))
             await response.write(_sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-            final_usage = anthropic_usage(usage)
+            final_usage = anthropic_usage(usage, service_tier=tier)
             await response.write(
                 _sse(
                     {

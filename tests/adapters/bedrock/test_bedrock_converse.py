@@ -191,13 +191,28 @@ def test_application_inference_profiles_are_priced_through_the_map(
     assert event["model"] == SONNET and event["cost_nanos"] == 450_000
 
 
-def test_service_tier_is_kept_as_a_flag(rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock) -> None:
+def test_the_served_tier_is_stored_and_an_unpriced_one_flagged(
+    rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock
+) -> None:
     govern(client, rt, credential=ada_key)
     wire.converse(
         {"inputTokens": 100, "outputTokens": 10, "totalTokens": 110}, serviceTier={"type": "priority"}
     )
     event = event_of(rt, client.converse(modelId=SONNET, messages=HELLO, serviceTier={"type": "priority"}))
-    assert "service_tier_priority" in event["flags"].split(",")
+    assert event["service_tier"] == "priority"
+    # the bundled Bedrock card has no priority prices: standard, and never silently
+    assert "service_tier_unpriced" in event["flags"].split(",")
+    assert event["cost_nanos"] == 100 * 3000 + 10 * 15000 == 450_000
+
+
+def test_bedrock_default_tier_is_standard(rt: Runtime, ada_key: str, client: Any, wire: FakeBedrock) -> None:
+    govern(client, rt, credential=ada_key)
+    wire.converse(
+        {"inputTokens": 100, "outputTokens": 10, "totalTokens": 110}, serviceTier={"type": "default"}
+    )
+    event = event_of(rt, client.converse(modelId=SONNET, messages=HELLO))
+    assert event["service_tier"] == "standard"
+    assert "service_tier_unpriced" not in event["flags"].split(",")
     assert event["cost_nanos"] == 450_000
 
 

@@ -135,7 +135,8 @@ def test_invoke_model_settles_from_the_token_headers(
     event = stored(rt, response["ResponseMetadata"]["AllotmentRequestId"])
     assert event is not None
     assert event["cost_nanos"] == 100 * 3000 + 50 * 15000 + 1000 * 300 + 200 * 3750 == 2_100_000
-    assert "service_tier_flex" in event["flags"]
+    assert event["service_tier"] == "flex"
+    assert "service_tier_unpriced" in event["flags"]  # the bundled card prices no flex tier
     assert json.loads(event["labels"])["feature"] == "search"
     header = wire.requests[0].headers["X-Amzn-Bedrock-Request-Metadata"].decode()
     sent = json.loads(header)

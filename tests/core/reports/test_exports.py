@@ -183,6 +183,7 @@ NULLABLE = {
     "AvailabilityZone",
     "InvoiceId",
     "x_WorkflowId",
+    "x_ServiceTier",  # empty when the provider did not say which tier served the call
 }
 
 
