@@ -12,6 +12,7 @@ from typing import Any
 from allotment.errors import Denied
 from allotment.intents import extract_tags, input_upper_bound
 from allotment.runtime import Runtime
+from allotment.service_tiers import canonical_tier
 from allotment.types import CallIntent, EndpointMode, Principal
 from allotment_litellm.identity import end_user_of
 
@@ -167,4 +168,6 @@ def build_intent(
         retry_of=tags.retry_of,
         end_user=end_user_of(user_api_key_dict, data),
         principal=principal,
+        # the tier asked of the provider ("priority" ...): the reservation holds its price
+        service_tier=canonical_tier(data.get("service_tier"), requested=True),
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 from allotment.money import dollars_to_nanos
 from allotment.types import Outcome, Usage
-from allotment.usage_parsers import from_litellm
+from allotment.usage_parsers import from_litellm, litellm_service_tier
 
 DIVERGENCE_FLAG = "litellm_cost_diverges"
 UNPRICED_FLAG = "litellm_unpriced"
@@ -79,13 +79,41 @@ def client_disconnected(kwargs: Mapping[str, Any]) -> bool:
     return str(info.get("error_code")) == "499"
 
 
+def served_tier(kwargs: Mapping[str, Any], response_obj: Any) -> str | None:
+    """The service tier the provider served the call on (canonical), or None if nobody said.
+
+    The provider's own answer first (the response's ``service_tier``, Anthropic's
+    ``usage.service_tier``), then the tier LiteLLM priced (``cost_breakdown.service_tier``).
+    """
+    for source in (response_obj, kwargs.get("async_complete_streaming_response")):
+        if source is None:
+            continue
+        try:
+            found = litellm_service_tier(_as_dict(source))
+        except Exception:  # not a response object we can read
+            continue
+        if found is not None:
+            return found
+    slo = kwargs.get("standard_logging_object")
+    return litellm_service_tier(slo) if isinstance(slo, Mapping) else None
+
+
+def _as_dict(value: Any) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return value
+    dump = getattr(value, "model_dump", None)
+    dumped = dump() if callable(dump) else None
+    return dumped if isinstance(dumped, Mapping) else {}
+
+
 def _usage(kwargs: Mapping[str, Any], response_obj: Any, estimated: bool) -> Usage | None:
     slo = kwargs.get("standard_logging_object")
+    tier = served_tier(kwargs, response_obj)
     for source in (slo, response_obj, kwargs.get("async_complete_streaming_response")):
         if source is None:
             continue
         try:
-            return from_litellm(source, estimated=estimated)
+            return from_litellm(source, estimated=estimated, service_tier=tier)
         except Exception:  # this source has no usable usage: try the next one
             continue
     return None

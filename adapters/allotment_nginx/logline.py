@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from allotment.service_tiers import canonical_tier
 from allotment.types import MAX_TOKENS_PER_FIELD, Usage
 
 
@@ -45,6 +46,7 @@ class LogRecord(NamedTuple):
     # digits, or an int) until ``request_bytes`` reads it; on a line without it, the whole
     # request's (request_length: request line and headers too); None: not logged
     request_size: str | int | None = None
+    service_tier: str | None = None  # the tier the provider reported serving on (canonical)
 
     @property
     def request_bytes(self) -> int | None:
@@ -64,6 +66,7 @@ class LogRecord(NamedTuple):
             cache_write_tokens=written,
             output_tokens=completion,
             reasoning_tokens=reasoning,
+            service_tier=self.service_tier,
         )
 
 
@@ -301,6 +304,8 @@ def parse_line(line: bytes | str) -> LogRecord:
             body_bytes = _count(body_bytes, "request_body_bytes")
     else:  # "" or absent (an older line): nginx's own request_length
         body_bytes = _request_length(data.get("request_length"))
+    # not in _NAMES: lines written before the field existed keep the one-call fetch
+    tier = data.get("service_tier")
     # Built with tuple.__new__: the fields are in declaration order, every one given.
     return _new(
         LogRecord,
@@ -322,5 +327,6 @@ def parse_line(line: bytes | str) -> LogRecord:
             deny_status or "",
             delivered,
             body_bytes,
+            canonical_tier(tier) if tier else None,
         ),
     )

@@ -200,6 +200,8 @@ function record(r, usage, src, state) {
         v.llm_cache_write_tokens = String(a.cache_creation_input_tokens || 0);
         v.llm_reasoning_tokens = '0';
     }
+    // Anthropic says which service tier served the call inside usage
+    if (typeof usage.service_tier === 'string') { v.llm_service_tier = usage.service_tier.substring(0, 40); }
     v.llm_usage_src = src;
 }
 
@@ -245,6 +247,11 @@ function seeMessage(r, msg, src, state) {
         }
     }
     if (typeof msg.model === 'string' && !r.variables.llm_model) { r.variables.llm_model = msg.model; }
+    // OpenAI says which service tier served the call at the top level (response and every chunk)
+    var holder = msg.type === 'response.completed' && msg.response ? msg.response : msg;
+    if (typeof holder.service_tier === 'string') {
+        r.variables.llm_service_tier = holder.service_tier.substring(0, 40);
+    }
     var usage = msg.usage;
     if (msg.type === 'message_start' && msg.message) {
         usage = msg.message.usage;
@@ -263,7 +270,8 @@ function seeMessage(r, msg, src, state) {
 function sseLine(r, line, state) {
     if (line.charCodeAt(line.length - 1) === 13) { line = line.substring(0, line.length - 1); }
     if (line.indexOf('data:') !== 0 || line.indexOf('"usage"') < 0 && line.indexOf('"model"') < 0 &&
-        line.indexOf('"delta"') < 0 && line.indexOf('"text"') < 0) { return; }
+        line.indexOf('"delta"') < 0 && line.indexOf('"text"') < 0 &&
+        line.indexOf('"service_tier"') < 0) { return; }
     var data = line.substring(5).trim();
     if (data === '[DONE]') { return; }
     try { seeMessage(r, JSON.parse(data), 'sse', state); } catch (e) {}

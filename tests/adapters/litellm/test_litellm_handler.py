@@ -285,3 +285,34 @@ def test_an_inherited_hook_fails_the_self_check() -> None:
     check_hooks_declared(AllotmentLogger)
     with pytest.raises(RuntimeError, match="LiteLLM skips inherited hooks"):
         check_hooks_declared(Leaf)
+
+
+def test_a_priority_request_is_held_and_charged_at_priority(rt: Runtime) -> None:
+    """gpt-4o priority: 4.25 / 17.00 per 1M tokens (standard 2.50 / 10.00)."""
+    from allotment.intents import input_upper_bound
+
+    handler = AllotmentLogger(rt)
+    data = _data(service_tier="priority")
+    _run(handler.async_pre_call_hook(_caller(rt), None, data, "completion"))
+    held = rt.ledger.reservation(data["litellm_call_id"])
+    assert held is not None
+    assert held.amount_nanos == input_upper_bound(data) * 4_250 + 50 * 17_000
+    event = _success(data["litellm_call_id"], 100, 20, 0.000765)
+    event["standard_logging_object"]["cost_breakdown"] = {"service_tier": "priority"}
+    _run(handler.async_log_success_event(event, None, None, None))
+    settled = rt.event(data["litellm_call_id"])
+    assert settled is not None and settled.usage.service_tier == "priority"
+    assert settled.cost_nanos == 100 * 4_250 + 20 * 17_000 == 765_000
+
+
+def test_the_response_service_tier_wins_over_litellm_pricing_note(rt: Runtime) -> None:
+    handler = AllotmentLogger(rt)
+    data = _data()
+    _run(handler.async_pre_call_hook(_caller(rt), None, data, "completion"))
+    event = _success(data["litellm_call_id"], 100, 20, None)
+    event["standard_logging_object"]["cost_breakdown"] = {"service_tier": "priority"}
+    response = {"service_tier": "default", "usage": {"prompt_tokens": 100, "completion_tokens": 20}}
+    _run(handler.async_log_success_event(event, response, None, None))
+    settled = rt.event(data["litellm_call_id"])
+    assert settled is not None and settled.usage.service_tier == "standard"
+    assert settled.cost_nanos == 100 * GPT4O_IN + 20 * GPT4O_OUT

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
+from allotment.service_tiers import canonical_tier
 from allotment.types import MAX_TOKENS_PER_FIELD
 from allotment_nginx.logline import LogRecord, MalformedLine, parse_line
 
@@ -116,6 +117,7 @@ def reference(line: bytes) -> LogRecord:
         deny_status=data.get("deny_status") or "",
         delivered_bytes=delivered,
         request_size=request_bytes,
+        service_tier=canonical_tier(data.get("service_tier")),
     )
 
 
@@ -155,6 +157,7 @@ FULL = {
     "reservation_id": "",
     "deny_status": "",
     "delivered_bytes": "1234",
+    "service_tier": "default",
 }
 COUNTS = [
     "0", "1", "7", "812", "9999", "10000", "123456", "99999999", "100000000", "100000001",
@@ -173,6 +176,7 @@ ODD = {
     "trace_id": ["", "t-1", None, 0],
     "reservation_id": ["", "res_1", None],
     "deny_status": ["", "402", None, 402],
+    "service_tier": ["", "priority", "default", "PRIORITY", "auto", "flex", "x" * 41, 5, None, [1]],
     "delivered_bytes": [
         "",
         "0",
@@ -268,3 +272,13 @@ def test_hand_picked_lines_agree() -> None:
     for line in picked:
         assert outcome(parse_line, line) == outcome(reference, line), line
     assert outcome(parse_line, orjson.dumps(FULL))[1][11] == (812, 120, 200, 0, 0)
+
+
+def test_the_logged_service_tier_reaches_the_usage() -> None:
+    record = parse_line(orjson.dumps(dict(FULL, service_tier="priority")))
+    assert record.service_tier == "priority"
+    assert record.usage is not None and record.usage.service_tier == "priority"
+    assert parse_line(orjson.dumps(dict(FULL, service_tier="default"))).service_tier == "standard"
+    older = dict(FULL)
+    del older["service_tier"]  # a line logged before the field existed
+    assert parse_line(orjson.dumps(older)).service_tier is None

@@ -154,3 +154,30 @@ def test_passive_streams_without_usage_are_charged_an_estimate_not_zero(stack, t
     for event in (first, second):
         assert set(event.flags) == {"usage_missing", "estimated_usage"}
         assert event.endpoint_mode == "stream"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_logged_service_tier_prices_the_call(stack, tmp_path, stream):
+    """The njs filter logs OpenAI's top-level service_tier (reply or stream chunks); the tailer
+    prices at it. gpt-4o priority: 1000 in x $4.25/M + 500 out x $17.00/M."""
+    key, _ = stack.key("grace@acme.example")
+    stack.fake.default = Script(usage=FakeUsage(input_tokens=1000, output_tokens=500))
+    body = {"model": "gpt-4o", "service_tier": "priority", "messages": [{"role": "user", "content": "hi"}]}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    reply = httpx.post(
+        stack.passive.url + "/v1/chat/completions",
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}"},
+        json=body,
+    )
+    assert reply.status_code == 200
+    request_id = {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    line = wait_for_line(stack.passive.log, request_id)
+    assert line["service_tier"] == "priority"
+    ingester = LogIngester(stack.runtime, str(stack.passive.log), store=FileCheckpointStore(tmp_path / "c"))
+    ingester.poll()
+    ingester.close()
+    event = stack.runtime.event(request_id)
+    assert event is not None and event.usage.service_tier == "priority"
+    assert event.cost_nanos == 4_250_000 + 8_500_000
