@@ -386,6 +386,14 @@ def test_azure_card_prices_global_and_data_zone_deployments_but_claims_no_bare_i
     assert book.price("azure", "gpt-4o-2024-05-13", usage, AT).amount_nanos == nanos(
         Decimal("5.00") * 2 + Decimal("15.00")  # no cache price: cache reads at input
     )
+    # Priority processing, on a Data Zone deployment and above gpt-5.4's 272k context tier
+    later = datetime(2026, 12, 1, tzinfo=UTC)
+    priority = Usage(input_tokens=1_000_000, service_tier="priority")
+    assert book.price("azure", "eu/gpt-4.1", priority, later).amount_nanos == nanos(Decimal("3.85"))
+    long = Usage(input_tokens=300_000, output_tokens=1_000, service_tier="priority")
+    assert book.price("azure", "gpt-5.4", long, later).amount_nanos == nanos(
+        300_000 * Decimal("10.00") / M + 1_000 * Decimal("45.00") / M
+    )
     # a bare id still belongs to OpenAI; an owner-named deployment is unknown until mapped
     assert book.provider_for("gpt-4o", AT) == "openai"
     assert book.provider_for("gpt-4.1-nano", AT) is None  # only Azure's card has it

@@ -26,7 +26,7 @@ from allotment.testing import intent, temporary_runtime
 from allotment.types import EndpointMode, Outcome, Usage
 from allotment.usage_parsers import from_anthropic, from_bedrock_converse, from_litellm, from_openai
 
-AT = datetime(2026, 7, 1, tzinfo=UTC)
+AT = datetime(2026, 12, 1, tzinfo=UTC)  # the OpenAI service-tier prices start 2026-11-23
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +112,17 @@ def test_gpt_4o_priority_is_priced_at_priority(book: RateCardBook) -> None:
     cached = Usage(input_tokens=1000, cache_read_tokens=2000, output_tokens=500, service_tier="priority")
     # + 2000 cached x 2.125e-6 = 0.00425 USD
     assert book.price("openai", "gpt-4o", cached, AT).amount_nanos == 12_750_000 + 4_250_000
+
+
+def test_a_priority_call_before_the_tier_card_is_standard_and_flagged(book: RateCardBook) -> None:
+    """The tier prices came as a new card (openai-2026-11-23); the older versions are not
+    edited, so an earlier call is priced by the card then in force: standard, flagged."""
+    usage = Usage(input_tokens=1000, output_tokens=500, service_tier="priority")
+    before = book.price("openai", "gpt-4o", usage, datetime(2026, 11, 22, tzinfo=UTC))
+    assert before.amount_nanos == 2_500_000 + 5_000_000
+    assert before.flags == ("service_tier_unpriced",)
+    assert before.card_version == "openai-2025-07-01"
+    assert book.price("openai", "gpt-4o", usage, AT).card_version == "openai-2026-11-23"
 
 
 def test_standard_spellings_price_at_standard(book: RateCardBook) -> None:
