@@ -53,7 +53,7 @@ def test_settle_charges_actual_cost_and_releases_the_rest(runtime: Runtime, ada:
     )
     # the worked example: $0.006 + $0.00015 + $0.0054 = $0.01155
     assert event.cost_nanos == 11_550_000
-    assert event.card_version == "openai-2026-06-08"
+    assert event.card_version == "openai-2026-11-23"  # the newest card in force
     assert event.enforced is True
     assert event.outcome is Outcome.SUCCESS
     for scope, wallet in wallets(runtime).items():
@@ -500,7 +500,7 @@ def test_settle_prices_and_records_the_model_that_served_the_call(runtime: Runti
     )
     assert (event.provider, event.model) == ("openai", "gpt-5.4-mini")
     assert event.cost_nanos == int(nanos(800, MINI_IN) + nanos(100, MINI_OUT)) == 1_050_000
-    assert event.card_version == "openai-2026-06-08"
+    assert event.card_version == "openai-2026-11-23"  # the newest card in force
     for scope, wallet in wallets(runtime).items():
         assert (wallet["spent_nanos"], wallet["reserved_nanos"]) == (1_050_000, 0), scope
     # the second settle of the same call returns that event unchanged

@@ -186,7 +186,7 @@ def test_hook_price(tmp_path: Path) -> None:
 
         # a model id the plugin abstains on (a dated alias) keeps its rate-card price
         event = admit_and_settle(rt, key, model="gpt-5.4-mini-2026-03-05")
-        assert (event.cost_nanos, event.card_version) == (USAGE_NANOS, "openai-2026-06-08")
+        assert (event.cost_nanos, event.card_version) == (USAGE_NANOS, "openai-2026-11-23")
 
 
 class CountingReserve:
