@@ -30,15 +30,27 @@ from allotment.settle_spool import has_pending, replay
 log = logging.getLogger("allotment.gateway")
 
 
+SPOOL_REPLAY_SECONDS = 60.0
+
+
 async def _replay_spool(runtime: Any) -> None:
-    """Settles this host's last run spooled (the ledger refused them until it stopped)."""
+    """Settle what this host spooled (the ledger refused it until a run stopped, or past the
+    last retry); what the ledger still cannot take stays for the next replay."""
     settings = getattr(runtime, "settings", None)
     if settings is None or not has_pending(settings):
         return
     try:
         await asyncio.to_thread(replay, runtime)
-    except Exception:  # the ledger is down at start: `allotment settles replay` later
-        log.exception("replaying the settle spool at start failed; it is kept")
+    except Exception:  # the ledger is down: the next replay, or `allotment settles replay`
+        log.exception("replaying the settle spool failed; it is kept")
+
+
+async def _replay_spool_every(runtime: Any, seconds: float) -> None:
+    """The spool is a file on this host, so each process replays its own (the scheduled jobs
+    run on one replica only): at start, then every ``seconds`` while anything is in it."""
+    while True:
+        await _replay_spool(runtime)
+        await asyncio.sleep(seconds)
 
 
 def create_app(
@@ -50,6 +62,7 @@ def create_app(
     force_mock: bool = False,
     close_runtime: bool = False,
     run_jobs: bool = False,
+    spool_replay_seconds: float = SPOOL_REPLAY_SECONDS,
 ) -> FastAPI:
     """The gateway app for ``runtime`` (an open ``allotment.runtime.Runtime``).
 
@@ -61,6 +74,7 @@ def create_app(
     :param close_runtime: close ``runtime`` when the app shuts down (worker processes).
     :param run_jobs: run the scheduled jobs (expiry, outbox delivery, reports ...) while the
         app serves; with several workers or replicas one of them leads (a lock elects it).
+    :param spool_replay_seconds: how often the settle spool is replayed while it holds anything.
     """
     gateway = GatewayState(
         runtime,
@@ -78,8 +92,11 @@ def create_app(
 
             leader = JobLeader(runtime)
             scheduler = start_scheduler(runtime, leader=leader)
-        await _replay_spool(runtime)
+        replaying = asyncio.get_running_loop().create_task(
+            _replay_spool_every(runtime, spool_replay_seconds), name="allotment-spool-replay"
+        )
         yield
+        replaying.cancel()
         await gateway.shutdown()  # settle in-flight streams before the process exits
         if scheduler is not None and leader is not None:
             scheduler.shutdown(wait=True)

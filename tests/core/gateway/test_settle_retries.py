@@ -83,3 +83,26 @@ def test_a_settlement_that_keeps_failing_is_spooled_counted_and_replayed_once(
     assert rt.reservation_state(request_id) == "settled"
     assert replay(rt).to_dict() == {"settled": 0, "kept": 0, "refused": 0}  # nothing twice
     assert verify(rt).ok
+
+
+def test_a_running_gateway_replays_its_spool_once_the_ledger_answers_again(
+    rt: Any, tmp_path: Path, key: str
+) -> None:
+    """No restart needed: the spool is replayed on a timer while it holds anything."""
+    from allotment.gateway import create_app
+
+    rt.settings = rt.settings.model_copy(update={"settle_spool": tmp_path / "spool.jsonl"})
+    real = rt.settle
+    flaky_settle(rt, failures=10**6)
+    with TestClient(create_app(rt, spool_replay_seconds=0.05)) as client:
+        client.app.state.gateway.settle_retry_delays = (0.02,)  # type: ignore[attr-defined]
+        response = client.post("/v1/chat/completions", json=BODY, headers={"Authorization": f"Bearer {key}"})
+        request_id = response.headers["x-allotment-request-id"]
+        wait_for(lambda: metric(client, "allotment_gateway_settles_abandoned_total") == 1)
+        time.sleep(0.2)  # several replays while the ledger still refuses: kept, not lost
+        assert rt.event(request_id) is None and spool_path(rt.settings).stat().st_size > 0
+        rt.settle = real  # the ledger answers again
+        wait_for(lambda: rt.event(request_id) is not None)
+        assert usd_string(rt.event(request_id).cost_nanos) == response.headers["x-allotment-cost"]
+        assert spool_path(rt.settings).stat().st_size == 0
+    assert verify(rt).ok
