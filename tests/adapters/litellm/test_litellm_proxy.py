@@ -282,3 +282,35 @@ def test_a_group_of_azure_deployments_is_charged_as_the_one_that_answered(
             assert (event.provider, event.model) == ("azure", "gpt-4o")
             assert event.cost_nanos == 450_000
         served.add(request.path)
+
+
+GPT4O_PRIORITY_IN, GPT4O_PRIORITY_OUT = 4_250, 17_000  # openai-2026-11-23: $4.25 / $17 per 1M
+
+
+def test_a_priority_call_is_charged_and_recorded_at_the_priority_price(stack: Stack, fake: FakeUpstream) -> None:
+    """``service_tier: priority`` goes through LiteLLM to the provider, the provider says it
+    served the call on Priority, and the ledger charges and records that tier."""
+    key, key_id = stack.key()
+    fake.default = Script(usage=FakeUsage(input_tokens=1000, output_tokens=500))
+    before = len(fake.requests)
+    raw = stack.raw_chat(key, max_tokens=600, service_tier="priority")
+    assert raw.parse().service_tier == "priority"
+    (request,) = fake.requests[before:]
+    assert request.json["service_tier"] == "priority"  # LiteLLM passed the ask on
+    event = stack.wait_event(raw.headers["x-litellm-call-id"])
+    assert event.usage.service_tier == "priority"
+    assert event.cost_nanos == 1000 * GPT4O_PRIORITY_IN + 500 * GPT4O_PRIORITY_OUT == 12_750_000
+    assert "service_tier_unpriced" not in event.flags
+    wallet = stack.key_wallet(key_id)
+    assert wallet is None or wallet.reserved_nanos == 0
+
+
+def test_a_call_served_on_a_tier_the_card_does_not_price_is_flagged(stack: Stack, fake: FakeUpstream) -> None:
+    key, _ = stack.key()
+    fake.default = Script(usage=FakeUsage(input_tokens=1000, output_tokens=500), service_tier="flex")
+    raw = stack.raw_chat(key, max_tokens=600)
+    event = stack.wait_event(raw.headers["x-litellm-call-id"])
+    # gpt-4o has no flex price: standard ($2.50 / $10 per 1M), flagged, never silent
+    assert event.usage.service_tier == "flex"
+    assert event.cost_nanos == 1000 * GPT4O_IN + 500 * GPT4O_OUT == 7_500_000
+    assert "service_tier_unpriced" in event.flags
