@@ -287,7 +287,9 @@ def test_a_group_of_azure_deployments_is_charged_as_the_one_that_answered(
 GPT4O_PRIORITY_IN, GPT4O_PRIORITY_OUT = 4_250, 17_000  # openai-2026-11-23: $4.25 / $17 per 1M
 
 
-def test_a_priority_call_is_charged_and_recorded_at_the_priority_price(stack: Stack, fake: FakeUpstream) -> None:
+def test_a_priority_call_is_charged_and_recorded_at_the_priority_price(
+    stack: Stack, fake: FakeUpstream
+) -> None:
     """``service_tier: priority`` goes through LiteLLM to the provider, the provider says it
     served the call on Priority, and the ledger charges and records that tier."""
     key, key_id = stack.key()
