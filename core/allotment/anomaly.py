@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from allotment.runtime import Runtime
 
 RULE_VERSION = "1"
-RULES = ("spend_spike", "token_ceiling", "retry_rate", "output_ratio")
+RULES = ("spend_spike", "token_ceiling", "retry_rate", "output_ratio", "unsettled_holds")
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,45 @@ def _load(runtime: Runtime, start: datetime, end: datetime, tz: ZoneInfo) -> lis
     return out
 
 
+@dataclass(frozen=True)
+class _ExpiredHold:
+    request_id: str
+    amount_nanos: int
+    expired_at: datetime
+    key_id: str | None
+    person_id: str | None
+    model: str  # provider/model
+
+
+def _expired_unsettled(runtime: Runtime, start: datetime, end: datetime) -> list[_ExpiredHold]:
+    """Holds that expired in [start, end) and were never settled: admitted calls with no
+    usage event (a late settle after expiry writes one, and then the call is not listed)."""
+    sql = text(
+        "SELECT r.request_id, r.amount_nanos, r.expires_at, r.context FROM reservations r "
+        "WHERE r.state = 'expired' AND r.expires_at >= :t0 AND r.expires_at < :t1 "
+        "AND NOT EXISTS (SELECT 1 FROM usage_events e WHERE e.request_id = r.request_id)"
+    )
+    params = {"t0": runtime.ledger.ts(start), "t1": runtime.ledger.ts(end)}
+    with runtime.engine.connect() as conn:
+        rows = conn.execute(sql, params).fetchall()
+    out = []
+    for request_id, amount, expires_at, context_text in rows:
+        context = orjson.loads(context_text or "{}")
+        intent = context.get("intent") or {}
+        principal = context.get("principal") or {}
+        out.append(
+            _ExpiredHold(
+                request_id,
+                int(amount),
+                parse_ts(expires_at),
+                principal.get("key_id"),
+                principal.get("person_id"),
+                f"{intent.get('provider')}/{intent.get('model')}",
+            )
+        )
+    return out
+
+
 def _evidence(rows: Iterable[_Row]) -> dict[str, Any]:
     """What a ticket needs: the costliest request type and the trace ids behind the spend."""
     usage = [r for r in rows if r.kind == "usage"]
@@ -206,6 +245,8 @@ class Detector:
             found += self._retry_rate(today)
         if "output_ratio" not in s.disabled:
             found += self._output_ratio(today)
+        if "unsettled_holds" not in s.disabled:
+            found += self._unsettled_holds()
         return found
 
     def _scopes_of(self, row: _Row) -> list[tuple[str, str]]:
@@ -362,6 +403,38 @@ class Detector:
                         "cost_delta_nanos": cost,
                         "cost_delta_usd": str(nanos_to_dollars(cost)),
                         **_evidence(rows),
+                    },
+                )
+            )
+        return found
+
+    def _unsettled_holds(self) -> list[Anomaly]:
+        """Calls admitted today whose hold expired without a settle: the provider may have
+        served them, and nothing was charged (a lost log event, a crashed adapter)."""
+        by_scope: dict[tuple[str, str], list[_ExpiredHold]] = defaultdict(list)
+        for hold in _expired_unsettled(self.runtime, self.day_start, self.now + timedelta(microseconds=1)):
+            where = ("key", hold.key_id) if hold.key_id else ("person", hold.person_id or "unattributed")
+            by_scope[where].append(hold)
+        found = []
+        for (scope, scope_id), holds in sorted(by_scope.items()):
+            held = sum(h.amount_nanos for h in holds)
+            latest = sorted(holds, key=lambda h: (h.expired_at, h.request_id), reverse=True)
+            found.append(
+                self.anomaly(
+                    "unsettled_holds",
+                    scope,
+                    scope_id,
+                    "warning",
+                    f"{len(holds)} call(s) admitted for {scope} {scope_id} expired today without a "
+                    f"settle; their holds ({_usd(held)}) went back to the budgets and whatever the "
+                    "provider served is not charged",
+                    {
+                        "holds": len(holds),
+                        "held_nanos": held,
+                        "cost_delta_nanos": held,  # the worst case that went uncharged
+                        "cost_delta_usd": str(nanos_to_dollars(held)),
+                        "models": sorted({h.model for h in holds}),
+                        "request_ids": [h.request_id for h in latest[:10]],
                     },
                 )
             )

@@ -165,3 +165,52 @@ def test_detector_runs_on_both_backends(runtime: Runtime) -> None:
     _seed(runtime, ada, NOW - timedelta(hours=1), 1, Usage(input_tokens=60_000), trace_id="tr")
     assert [a.rule for a in detect(runtime, NOW)] == ["token_ceiling"]
     assert detect(runtime, NOW) == []
+
+
+def _expire_all(rt: Runtime) -> datetime:
+    """Let every open hold's TTL pass; returns an instant just after they expired."""
+    later = datetime.now(UTC) + timedelta(seconds=rt.reservation_ttl_seconds + 1)
+    rt.expire_reservations(now=later)
+    return later + timedelta(seconds=1)
+
+
+def test_holds_that_expired_without_a_settle_are_one_anomaly_per_key(runtime: Runtime) -> None:
+    """A call that was admitted and never settled (a lost log event, a crashed adapter) may
+    have been served uncharged: the detector names the key, the holds and the request ids.
+    A settled call and a late settle after expiry are not listed. Both databases."""
+    runtime.apply_config_text(CONFIG)
+    ada, ada_key_id = runtime.admin.issue_key("ada@acme.example")
+    lost = runtime.admit(intent(ada))
+    settled = runtime.admit(intent(ada))
+    runtime.settle(settled.request_id, Usage(input_tokens=1000, output_tokens=100))
+    late = runtime.admit(intent(ada))
+    now = _expire_all(runtime)
+    assert runtime.reservation_state(lost.request_id) == "expired"
+    runtime.settle(late.request_id, Usage(input_tokens=1000, output_tokens=100))  # a late settle
+
+    (found,) = [a for a in detect(runtime, now) if a.rule == "unsettled_holds"]
+    assert (found.scope, found.scope_id) == ("key", ada_key_id)
+    assert found.details["holds"] == 1
+    assert found.details["request_ids"] == [lost.request_id]
+    assert found.details["held_nanos"] == lost.reservation.amount_nanos > 0
+    assert found.details["cost_delta_nanos"] == lost.reservation.amount_nanos
+    assert found.details["models"] == ["openai/gpt-5.4-mini"]
+    assert "1 call(s) admitted" in found.summary
+    assert [a for a in detect(runtime, now) if a.rule == "unsettled_holds"] == []  # deduplicated
+
+
+def test_unsettled_holds_reach_observers_and_can_be_disabled(tmp_path: Path) -> None:
+    recorder = Recorder()
+    with temporary_runtime(tmp_path, config=CONFIG, plugins=[("recorder", recorder)]) as rt:
+        ada, _ = rt.admin.issue_key("ada@acme.example")
+        rt.admit(intent(ada))
+        now = _expire_all(rt)
+        assert [a.rule for a in detect(rt, now)] == ["unsettled_holds"]
+        deliver(rt)
+        assert [a.rule for a in recorder.seen] == ["unsettled_holds"]
+        rt.apply_config_text(
+            CONFIG.replace("token_ceiling: 50000}", "token_ceiling: 50000, disabled: [unsettled_holds]}")
+        )
+        grace, _ = rt.admin.issue_key("grace@acme.example")  # a new scope: not a repeat
+        rt.admit(intent(grace))
+        assert detect(rt, _expire_all(rt)) == []

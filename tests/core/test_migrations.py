@@ -30,9 +30,12 @@ def has_reserve_function(url: str) -> bool:
 
 def test_lean_indexes_go_down_and_up(database_url: str) -> None:
     upgrade(database_url)
-    assert current_revision(database_url) == "0005"
+    assert current_revision(database_url) == "0006"
     assert index_names(database_url, "ledger_entries") == set()
-    assert index_names(database_url, "reservations") >= {"ix_reservations_open_expiry"}
+    assert index_names(database_url, "reservations") >= {
+        "ix_reservations_open_expiry",
+        "ix_reservations_expired",
+    }
     assert "ix_usage_events_team_ts" not in index_names(database_url, "usage_events")
     assert has_reserve_function(database_url) == database_url.startswith("postgresql")
 
@@ -45,10 +48,11 @@ def test_lean_indexes_go_down_and_up(database_url: str) -> None:
     reservations = index_names(database_url, "reservations")
     assert {"ix_reservations_state", "ix_reservations_expires_at"} <= reservations
     assert "ix_reservations_open_expiry" not in reservations
+    assert "ix_reservations_expired" not in reservations
     assert not has_reserve_function(database_url)
 
     upgrade(database_url)
-    assert current_revision(database_url) == "0005"
+    assert current_revision(database_url) == "0006"
     assert "ix_reservations_open_expiry" in index_names(database_url, "reservations")
     assert has_reserve_function(database_url) == database_url.startswith("postgresql")
 
@@ -134,7 +138,7 @@ def test_service_tier_column_goes_down_and_up_and_old_rows_still_verify(database
         engine.dispose()
 
     upgrade(database_url)
-    assert current_revision(database_url) == "0005"
+    assert current_revision(database_url) == "0006"
     assert "service_tier" in column_names(database_url, "usage_events")
     with temporary_runtime(database_url=database_url) as rt:
         tiered = Usage(input_tokens=1000, output_tokens=500, service_tier="priority")
