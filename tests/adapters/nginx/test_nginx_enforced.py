@@ -269,3 +269,22 @@ def test_forty_concurrent_calls_never_overspend(stack, tmp_path):
     wallet = next(w for w in stack.runtime.ledger.all_wallets() if w.scope == "key" and w.scope_id == key_id)
     # 100 in x $0.75/M + 50 out x $4.50/M = 75,000 + 225,000 nanos per call
     assert (wallet.spent_nanos, wallet.reserved_nanos) == (ok * 300_000, 0)
+
+
+def test_a_request_asking_for_priority_is_held_at_the_priority_price(stack):
+    """The auth subrequest hands the body (with its service_tier) to /v1/authorize: a key whose
+    $0.003 covers gpt-4o's standard worst case (about 20 input tokens x $2.50/M + 200 out x
+    $10/M = $0.00205) but not its priority one ($4.25 / $17 per 1M: about $0.0035) is refused the
+    priority call with 402 before anything is sent, and allowed the standard one."""
+    key, _ = stack.key(budget="0.003")
+    before = len(stack.fake.requests)
+    body = {"model": "gpt-4o", "max_tokens": 200, "messages": [{"role": "user", "content": "hello there"}]}
+    url = stack.enforced.url + "/v1/chat/completions"
+    auth = {"Authorization": f"Bearer {key}"}
+    priority = httpx.post(url, json={**body, "service_tier": "priority"}, headers=auth, timeout=30)
+    assert priority.status_code == 402, priority.text
+    assert priority.json()["error"]["code"] == "budget_exceeded"
+    assert len(stack.fake.requests) == before
+    standard = httpx.post(url, json=body, headers=auth, timeout=30)
+    assert standard.status_code == 200, standard.text
+    assert len(stack.fake.requests) == before + 1
