@@ -99,17 +99,21 @@ def _usd(nanos: int) -> str:
     return f"${nanos_to_dollars(nanos):,.2f}"
 
 
+def _rows_between(runtime: Runtime, sql: str, start: datetime, end: datetime) -> list[Any]:
+    """The rows of ``sql`` with ``:t0`` and ``:t1`` bound to ``start`` and ``end``."""
+    params = {"t0": runtime.ledger.ts(start), "t1": runtime.ledger.ts(end)}
+    with runtime.engine.connect() as conn:
+        return list(conn.execute(text(sql), params).fetchall())
+
+
 def _load(runtime: Runtime, start: datetime, end: datetime, tz: ZoneInfo) -> list[_Row]:
-    sql = text(
+    sql = (
         "SELECT request_id, kind, ts, team_id, key_id, person_id, provider, model, endpoint_mode, "
         "input_tokens + cache_read_tokens + cache_write_tokens + cache_write_1h_tokens, output_tokens, "
         "cost_nanos, labels, trace_id, retry_of FROM usage_events WHERE ts >= :t0 AND ts < :t1"
     )
-    params = {"t0": runtime.ledger.ts(start), "t1": runtime.ledger.ts(end)}
-    with runtime.engine.connect() as conn:
-        rows = conn.execute(sql, params).fetchall()
     out = []
-    for r in rows:
+    for r in _rows_between(runtime, sql, start, end):
         at = parse_ts(r[2])
         out.append(
             _Row(
@@ -147,16 +151,13 @@ class _ExpiredHold:
 def _expired_unsettled(runtime: Runtime, start: datetime, end: datetime) -> list[_ExpiredHold]:
     """Holds that expired in [start, end) and were never settled: admitted calls with no
     usage event (a late settle after expiry writes one, and then the call is not listed)."""
-    sql = text(
+    sql = (
         "SELECT r.request_id, r.amount_nanos, r.expires_at, r.context FROM reservations r "
         "WHERE r.state = 'expired' AND r.expires_at >= :t0 AND r.expires_at < :t1 "
         "AND NOT EXISTS (SELECT 1 FROM usage_events e WHERE e.request_id = r.request_id)"
     )
-    params = {"t0": runtime.ledger.ts(start), "t1": runtime.ledger.ts(end)}
-    with runtime.engine.connect() as conn:
-        rows = conn.execute(sql, params).fetchall()
     out = []
-    for request_id, amount, expires_at, context_text in rows:
+    for request_id, amount, expires_at, context_text in _rows_between(runtime, sql, start, end):
         context = orjson.loads(context_text or "{}")
         intent = context.get("intent") or {}
         principal = context.get("principal") or {}
