@@ -77,7 +77,7 @@ def unit_prices(rates: ModelRates, total_input_tokens: int, service_tier: str | 
     absent cache price in a tier inherits the base entry's explicit price (LiteLLM's rule); an
     absent cache price anywhere falls back to the input price in force.
 
-    The service-tier rule (``docs/rate-cards.md``): standard, None and ``batch`` (a batch
+    The service-tier rule (docs/pricing.md, "Service tiers"): standard, None and ``batch`` (a batch
     discount, applied by the caller) use the prices above. A tier the entry prices by
     ``multiplier`` scales every token price in force; one with explicit prices replaces them,
     using its own context tier at the standard threshold in force. A tier the entry does not
