@@ -21,9 +21,9 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from allotment.errors import AllotmentError, Denied, LedgerUnavailable, NotFound
+from allotment.errors import AllotmentError, Denied, LedgerUnavailable
 from allotment.runtime import SETTLE_RETRY_DELAYS, Runtime
-from allotment.settle_spool import PendingSettle, retry_settle, settle_or_spool, spool
+from allotment.settle_spool import PendingSettle, attempt_settle, retry_settle, settle_or_spool, spool
 from allotment.types import CallIntent, Principal
 from allotment_litellm import reconcile
 from allotment_litellm.errors import refusal
@@ -307,19 +307,7 @@ class AllotmentLogger(CustomLogger):
 
     async def _settle_once(self, rt: Runtime, pending: PendingSettle) -> bool:
         """One attempt: True once there is nothing left to do, False if a retry may succeed."""
-        try:
-            await pending.settle_async(rt)
-        except NotFound:
-            log.debug("allotment: LiteLLM call %s was not admitted here", pending.request_id)
-        except LedgerUnavailable as exc:
-            log.warning("allotment: settling %s: %s", pending.request_id, exc)
-            return False
-        except AllotmentError:
-            log.exception("allotment: settling %s refused", pending.request_id)
-        except Exception:
-            log.exception("allotment: settling %s failed", pending.request_id)
-            return False
-        return True
+        return await asyncio.to_thread(attempt_settle, rt, pending)
 
     def flush_pending(self, reason: str) -> list[str]:
         """Every settle waiting for a retry: one last attempt each, the spool for those the

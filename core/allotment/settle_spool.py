@@ -53,9 +53,6 @@ class PendingSettle:
             served_by=self.served_by,
         )
 
-    async def settle_async(self, runtime: Runtime) -> None:
-        await asyncio.to_thread(self.settle, runtime)
-
 
 async def retry_settle(
     attempt: Callable[[], Awaitable[bool]],
@@ -156,29 +153,34 @@ def spool(runtime: Runtime, pending: Sequence[PendingSettle], reason: str) -> Pa
     return path
 
 
+def attempt_settle(runtime: Runtime, pending: PendingSettle, reason: str = "allotment") -> bool:
+    """One synchronous attempt: True once nothing is left to do (settled, not admitted in this
+    ledger, or refused for good, which is logged), False when a retry may succeed."""
+    try:
+        pending.settle(runtime)
+    except NotFound:
+        log.debug("settle %s: not admitted in this ledger", pending.request_id)
+    except LedgerUnavailable as exc:
+        log.warning("%s: settling %s: %s", reason, pending.request_id, exc.message)
+        return False
+    except AllotmentError:
+        log.exception("settling %s refused", pending.request_id)
+    except Exception:
+        log.exception("settling %s failed", pending.request_id)
+        return False
+    return True
+
+
 def settle_or_spool(runtime: Runtime, pending: Sequence[PendingSettle], reason: str) -> list[str]:
     """One last synchronous attempt each, then the spool for those the ledger refused; the
     request ids spooled. Once the ledger has been unavailable for one, the rest go straight
     to the spool: each attempt would wait ``ledger_wait_seconds`` for the same lock."""
     failed: list[PendingSettle] = []
     for item in pending:
-        if failed:
-            failed.append(item)
-            continue
-        try:
-            item.settle(runtime)
-        except NotFound:
-            log.debug("settle %s: not admitted in this ledger", item.request_id)
-        except LedgerUnavailable as exc:
-            log.warning("%s: settling %s: %s", reason, item.request_id, exc.message)
-            failed.append(item)
-        except AllotmentError:
-            log.exception("settling %s refused", item.request_id)
-        except Exception:
-            log.exception("settling %s failed", item.request_id)
+        if failed or not attempt_settle(runtime, item, reason):
             failed.append(item)
         else:
-            log.warning("%s: settled %s on its last attempt", reason, item.request_id)
+            log.warning("%s: last attempt for %s done", reason, item.request_id)
     spool(runtime, failed, reason)
     return [item.request_id for item in failed]
 
