@@ -108,3 +108,16 @@ def start_nginx(prefix: Path, upstream: str, decision: str, *, passive: bool = F
     url = f"http://127.0.0.1:{port}"
     wait_for(url + "/", process, out)
     return Nginx(process, prefix, url, log)
+
+
+def stream_until(url: str, headers: dict[str, str], enough, fake, **request) -> str:
+    """POST a streamed call to ``url`` (``request``: ``json=`` or ``content=``) and walk away once
+    ``enough(received bytes)`` (or at its end); the call's request id, as the provider saw it."""
+    received = b""
+    with httpx.stream("POST", url, timeout=30, headers=headers, **request) as reply:
+        assert reply.status_code == 200
+        for chunk in reply.iter_bytes():
+            received += chunk
+            if enough(received):
+                break
+    return {k.lower(): v for k, v in fake.requests[-1].headers.items()}["x-request-id"]

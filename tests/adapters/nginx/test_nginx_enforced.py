@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from nginx_harness import PROVIDER_KEY
+from nginx_harness import PROVIDER_KEY, stream_until
 
 from allotment.testing.fake_upstream import FakeUsage, Script
 from allotment.types import Outcome
@@ -164,14 +164,7 @@ def leave_stream_early(stack, key: str, path: str, body: dict, enough) -> str:
     the call's request id (as the provider saw it)."""
     anthropic = {"x-api-key": key, "anthropic-version": "2023-06-01"}
     headers = anthropic if path == "/v1/messages" else {"Authorization": f"Bearer {key}"}
-    received = b""
-    with httpx.stream("POST", stack.enforced.url + path, timeout=30, headers=headers, json=body) as reply:
-        assert reply.status_code == 200
-        for chunk in reply.iter_bytes():
-            received += chunk
-            if enough(received):
-                break
-    return {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    return stream_until(stack.enforced.url + path, headers, enough, stack.fake, json=body)
 
 
 STREAM_BODY = {"stream": True, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from nginx_harness import stream_until
 from test_nginx_enforced import wait_for_line
 
 from allotment.directory import person_id_for
@@ -95,16 +96,9 @@ def test_passive_mode_reads_labels_and_trace_from_the_body_metadata(stack, tmp_p
 def passive_stream(stack, key: str, body: bytes, enough) -> str:
     """Stream ``body`` (sent byte for byte) through the passive nginx, walk away once
     ``enough(received bytes)``; the call's request id, as the provider saw it."""
-    received = b""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     url = stack.passive.url + "/v1/chat/completions"
-    with httpx.stream("POST", url, timeout=30, headers=headers, content=body) as reply:
-        assert reply.status_code == 200
-        for chunk in reply.iter_bytes():
-            received += chunk
-            if enough(received):
-                break
-    return {k.lower(): v for k, v in stack.fake.requests[-1].headers.items()}["x-request-id"]
+    return stream_until(url, headers, enough, stack.fake, content=body)
 
 
 def test_passive_streams_without_usage_are_charged_an_estimate_not_zero(stack, tmp_path):
