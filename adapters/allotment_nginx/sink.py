@@ -65,6 +65,16 @@ def reported_usage(rec: LogRecord) -> Usage | None:
     return usage
 
 
+def bytes_estimate(prompt_bytes: int, delivered_bytes: int) -> Usage:
+    """Usage estimated from sizes, as the gateway estimates a call the provider never
+    reported: the prompt's bytes / 4 as input, the delivered answer's bytes / 4 as output."""
+    return Usage(
+        input_tokens=estimate_tokens(prompt_bytes),
+        output_tokens=estimate_tokens(delivered_bytes),
+        estimated=True,
+    )
+
+
 class LedgerSink:
     """Settles enforced lines and records passive ones through the runtime's waist."""
 
@@ -148,11 +158,7 @@ class LedgerSink:
         reservation's input bound (a token per byte of text) / 4 for the prompt."""
         state = self.rt.ledger.reservation(request_id)
         bound = intent_from_dict(state.context["intent"]).input_tokens if state is not None else 0
-        return Usage(
-            input_tokens=estimate_tokens(bound),
-            output_tokens=estimate_tokens(delivered_bytes),
-            estimated=True,
-        )
+        return bytes_estimate(bound, delivered_bytes)
 
     def _reserved_usage(self, request_id: str) -> Usage:
         """The worst case the reservation held, as usage, so settling charges exactly the hold."""
@@ -172,11 +178,7 @@ class LedgerSink:
                 return "skipped"  # failed before any token: nothing was spent
             if self.aborted == "estimate" and rec.delivered_bytes is not None:
                 # no reservation to bound the prompt: the request body stands in for it
-                usage = Usage(
-                    input_tokens=estimate_tokens(rec.request_bytes or 0),
-                    output_tokens=estimate_tokens(rec.delivered_bytes),
-                    estimated=True,
-                )
+                usage = bytes_estimate(rec.request_bytes or 0, rec.delivered_bytes)
             else:
                 usage = Usage()
             flags = (USAGE_MISSING,)
